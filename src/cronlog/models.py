@@ -1,0 +1,67 @@
+"""The ingest contract: the body of `POST /api/scheduled-tasks/ingest`.
+
+Field names are the dashboard's, as its integration guide gives them. Optional fields
+that were not given are left out of the JSON rather than sent as null, so the dashboard
+applies its own defaults. Importing this module imports pydantic, so `cronlog run`
+imports it only once the job has started.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+Status = Literal["success", "failed", "running"]
+STATUSES: tuple[Status, ...] = ("success", "failed", "running")
+
+DEFAULT_ENVIRONMENT = "production"
+DEFAULT_OWNER = "Coolify Cron"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, millisecond precision, with the `Z` the guide's examples use."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _require_timezone(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("timestamp needs a timezone, e.g. 2026-01-04T10:00:00Z")
+    return moment.astimezone(UTC)
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_require_timezone),
+    PlainSerializer(format_timestamp, return_type=str),
+]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TaskRun(BaseModel):
+    """One execution of a scheduled task, as the dashboard records it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: NonEmpty
+    task_title: NonEmpty
+    status: Status
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
+    duration_ms: Annotated[int, Field(ge=0)] | None = None
+    log_url: Annotated[str, Field(max_length=2000)] | None = None
+    notes: str | None = None
+    environment: NonEmpty = DEFAULT_ENVIRONMENT
+    owner: NonEmpty = DEFAULT_OWNER
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body to send: only the fields that were given."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
