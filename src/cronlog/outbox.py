@@ -1,0 +1,308 @@
+"""Reports waiting for the dashboard: one file each, delivered later, oldest first.
+
+A report that could not be delivered is written to the outbox directory (the state
+dir's `outbox/`) as one 0600 JSON file named by the time it was queued. Files appear
+only by an atomic rename of a fsynced temporary file, so many cronlog processes writing
+at once, or one killed mid-write, leave no half-written report. `flush` claims each file
+with an exclusive `flock` while sending it and removes it only once the dashboard has
+accepted it: a flusher killed at any point loses nothing, and the re-send carries the
+same Idempotency-Key. Reports the dashboard refuses for good go to `rejected/`, kept
+for a person to read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cronlog.errors import StateError
+from cronlog.reporter import DeliveryFailed, Report, Reporter
+
+log = logging.getLogger(__name__)
+
+REJECTED_DIR = "rejected"
+STALE_TMP_AGE = 3600.0  # seconds; a younger tmp file may belong to a live writer
+_RUN_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queued (or rejected) report and the file that holds it."""
+
+    path: Path
+    run_id: str
+    body: dict[str, Any]
+    queued_at: str
+    attempts: int = 0
+    reason: str | None = None
+
+    @property
+    def report(self) -> Report:
+        return Report(run_id=self.run_id, body=self.body)
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    delivered: int
+    remaining: int
+    rejected: int
+    error: str | None
+
+
+class Outbox:
+    """The directory of reports waiting to be delivered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.rejected_directory = directory / REJECTED_DIR
+
+    def put(self, report: Report) -> Path:
+        """Queue `report`; the file appears whole or not at all."""
+        if not _RUN_ID.fullmatch(report.run_id):
+            raise ValueError(f"run ID {report.run_id!r} cannot name a file")
+
+        record = {
+            "run_id": report.run_id,
+            "body": report.body,
+            "queued_at": _now(),
+            "attempts": 0,
+        }
+        path = self.directory / f"{time.time_ns():020d}-{report.run_id}.json"
+        try:
+            self._make_directory(self.directory)
+            _write_atomically(path, record)
+        except OSError as error:
+            raise StateError(
+                f"cannot queue the report in {self.directory}: {error}"
+            ) from error
+        return path
+
+    def pending(self) -> list[Entry]:
+        """Queued reports, oldest first; unreadable files are moved to `rejected/`."""
+        entries = []
+        for path in self._listing(self.directory):
+            try:
+                entries.append(_read_entry(path))
+            except FileNotFoundError:
+                continue  # delivered by another flusher since the listing
+            except (OSError, ValueError) as error:
+                log.warning(
+                    "moving unreadable outbox file %s to %s/: %s",
+                    path.name,
+                    REJECTED_DIR,
+                    error,
+                )
+                self._move_aside(path)
+        return entries
+
+    def __len__(self) -> int:
+        """How many reports wait, counted by name without reading them."""
+        return len(self._listing(self.directory))
+
+    def remove(self, entry: Entry) -> None:
+        entry.path.unlink(missing_ok=True)
+
+    def reject(self, entry: Entry, reason: str) -> None:
+        """Keep a report the dashboard refuses for good where a person can read why."""
+        record = {
+            "run_id": entry.run_id,
+            "body": entry.body,
+            "queued_at": entry.queued_at,
+            "attempts": entry.attempts + 1,
+            "rejected_at": _now(),
+            "reason": reason,
+        }
+        self._make_directory(self.rejected_directory)
+        _write_atomically(self.rejected_directory / entry.path.name, record)
+        self.remove(entry)
+
+    def rejected(self) -> list[Entry]:
+        """Rejected reports, oldest first; a file kept as found reads as its error."""
+        entries = []
+        for path in self._listing(self.rejected_directory):
+            try:
+                entries.append(_read_entry(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as error:
+                run_id = path.stem.partition("-")[2]
+                entries.append(
+                    Entry(path, run_id, {}, "", reason=f"unreadable: {error}")
+                )
+        return entries
+
+    def note_attempt(self, entry: Entry) -> None:
+        """Count a failed delivery in the file, so a person sees how long it waited."""
+        record = {
+            "run_id": entry.run_id,
+            "body": entry.body,
+            "queued_at": entry.queued_at,
+            "attempts": entry.attempts + 1,
+        }
+        _write_atomically(entry.path, record)
+
+    @contextmanager
+    def claim(self, entry: Entry) -> Iterator[bool]:
+        """Lock the entry's file exclusively; yields False if another process has it.
+
+        The lock is on the open file, so after locking, the path must still name that
+        same file: otherwise another flusher delivered and removed it in between.
+        """
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield False
+            return
+
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield _still_named(fd, entry.path)
+        finally:
+            os.close(fd)
+
+    def _listing(self, directory: Path) -> list[Path]:
+        """The report files in `directory` by name (time order); stale tmp files go."""
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+
+        paths = []
+        for name in names:
+            path = directory / name
+            if name.startswith("."):
+                _remove_if_stale(path)
+            elif name.endswith(".json"):
+                paths.append(path)
+        return paths
+
+    def _move_aside(self, path: Path) -> None:
+        self._make_directory(self.rejected_directory)
+        with suppress(FileNotFoundError):
+            os.rename(path, self.rejected_directory / path.name)
+
+    @staticmethod
+    def _make_directory(directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def flush(
+    reporter: Reporter,
+    outbox: Outbox,
+    *,
+    budget: float | None,
+    per_report_deadline: float,
+) -> FlushResult:
+    """Deliver queued reports oldest first until done, out of `budget` or one fails.
+
+    A transient failure, or one a fixed configuration would cure (wrong key, wrong URL),
+    stops the flush and keeps every report in order. A report the dashboard refuses
+    itself is rejected and the flush goes on.
+    """
+    started = time.monotonic()
+    delivered = rejected = 0
+    error = None
+
+    for entry in outbox.pending():
+        deadline = per_report_deadline
+        if budget is not None:
+            left = budget - (time.monotonic() - started)
+            if left <= 0:
+                break
+            deadline = min(deadline, left)
+
+        with outbox.claim(entry) as claimed:
+            if not claimed:
+                continue
+            try:
+                reporter.send(entry.report, deadline=deadline)
+            except DeliveryFailed as failure:
+                if not failure.refused:
+                    error = str(failure)
+                    outbox.note_attempt(entry)
+                    break
+                outbox.reject(entry, str(failure))
+                rejected += 1
+                continue
+            outbox.remove(entry)
+            delivered += 1
+
+    remaining = len(outbox)
+    return FlushResult(delivered, remaining, rejected, error)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    """Write a dot-tmp file beside `path`, fsync it, rename it over `path`."""
+    data = json.dumps(record, ensure_ascii=False).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_entry(path: Path) -> Entry:
+    record = json.loads(path.read_bytes())
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    run_id, body = record.get("run_id"), record.get("body")
+    if not isinstance(run_id, str) or not isinstance(body, dict):
+        raise ValueError("no run_id or body")
+    attempts = record.get("attempts", 0)
+    return Entry(
+        path=path,
+        run_id=run_id,
+        body=body,
+        queued_at=str(record.get("queued_at", "")),
+        attempts=attempts if isinstance(attempts, int) else 0,
+        reason=record.get("reason"),
+    )
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_if_stale(path: Path) -> None:
+    try:
+        if time.time() - path.stat().st_mtime > STALE_TMP_AGE:
+            path.unlink()
+    except FileNotFoundError:
+        pass
