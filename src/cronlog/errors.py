@@ -2,10 +2,10 @@
 a message and an exit status.
 
     CronlogError                 any failure cronlog can explain to a person
-    ├── UsageError               bad flag or value: nothing was started        (exit 2)
-    │   └── ConfigError          bad config file or setting                    (exit 2)
-    ├── ReportError              the dashboard refused or could not be reached (exit 1)
-    └── StateError               the state directory cannot be used            (exit 125)
+    ├── UsageError          bad flag or value: nothing was started          (exit 2)
+    │   └── ConfigError     bad config file or setting                      (exit 2)
+    ├── ReportError         the dashboard refused or could not be reached   (exit 1)
+    └── StateError          the state directory cannot be used              (exit 125)
 
 Only `main` entry points call `run_with_boundary`; everything else raises.
 """
@@ -61,5 +61,8 @@ def run_with_boundary(action: Callable[[], int]) -> int:
 
         if os.environ.get("CRONLOG_DEBUG"):
             raise
-        print_error(f"internal error: {type(error).__name__}: {error} (CRONLOG_DEBUG=1 shows more)")
+        print_error(
+            f"internal error: {type(error).__name__}: {error} "
+            "(CRONLOG_DEBUG=1 shows the traceback)"
+        )
         return exits.INTERNAL

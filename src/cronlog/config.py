@@ -1,0 +1,317 @@
+"""Where each setting comes from: flags, then environment, then the config file, then
+defaults.
+
+Cron gives a job an almost empty environment, so the config file is the usual home of
+the dashboard URL and key. Every resolved value remembers its source, which
+`cronlog config` shows. A bad file or value raises `ConfigError` before any job starts.
+The API key is never taken from the command line, where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cronlog.durations import parse_duration
+from cronlog.errors import ConfigError
+
+INGEST_PATH = "/api/scheduled-tasks/ingest"
+DEFAULT_REPORT_TIMEOUT = 30.0
+SYSTEM_CONFIG = Path("/etc/cronlog/config.toml")
+SYSTEM_STATE_DIR = Path("/var/lib/cronlog")
+
+# The config file's keys, each with the environment variable that overrides it.
+FILE_KEYS: dict[str, str | None] = {
+    "url": "CRONLOG_URL",
+    "api_key": None,
+    "api_key_file": "CRONLOG_API_KEY_FILE",
+    "environment": "CRONLOG_ENVIRONMENT",
+    "owner": "CRONLOG_OWNER",
+    "report_timeout": "CRONLOG_REPORT_TIMEOUT",
+    "ca_bundle": "CRONLOG_CA_BUNDLE",
+    "allow_http": "CRONLOG_ALLOW_HTTP",
+    "state_dir": "CRONLOG_STATE_DIR",
+    "tasks": None,
+}
+TASK_KEYS = ("title", "schedule", "timezone", "frequency")
+API_KEY_VARIABLES = ("CRONLOG_API_KEY", "CHATKIT_API_KEY")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved setting and where it came from (`--url`, `CRONLOG_URL`, a file...)."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: Value
+    api_key: Value
+    environment: Value
+    owner: Value
+    report_timeout: Value
+    ca_bundle: Value
+    allow_http: Value
+    state_dir: Value
+    config_file: Path | None
+    tasks: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def ingest_url(self) -> str | None:
+        return ingest_url(self.url.value) if self.url.value else None
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(_warnings_for(self))
+
+
+def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Resolve every setting. `flags` holds only the flags that were given."""
+    config_file = find_config_file(env)
+    document = load_config_file(config_file) if config_file else {}
+    where = f"config file {config_file}"
+
+    def pick(name: str, flag: str | None = None, default: Any = None) -> Value:
+        variable = FILE_KEYS[name]
+        if flag and flags.get(name) is not None:
+            return Value(flags[name], flag)
+        if variable and env.get(variable):
+            return Value(env[variable], variable)
+        if name in document:
+            return Value(document[name], where)
+        return Value(default, "default")
+
+    url = pick("url", "--url")
+    allow_http = pick("allow_http", "--allow-http", False)
+    allow_http = Value(_as_bool(allow_http), allow_http.source)
+    if url.value:
+        url = Value(validate_url(url.value, url.source, allow_http.value), url.source)
+
+    report_timeout = pick("report_timeout", "--report-timeout", DEFAULT_REPORT_TIMEOUT)
+    if isinstance(report_timeout.value, str):
+        report_timeout = Value(
+            _duration(report_timeout.value, report_timeout.source),
+            report_timeout.source,
+        )
+
+    state_dir = pick("state_dir", None, None)
+    state_dir = (
+        Value(Path(state_dir.value).expanduser(), state_dir.source)
+        if state_dir.value
+        else Value(default_state_dir(env), "default")
+    )
+
+    return Settings(
+        url=url,
+        api_key=_resolve_api_key(flags, env, document, where),
+        environment=pick("environment", "--environment"),
+        owner=pick("owner", "--owner"),
+        report_timeout=report_timeout,
+        ca_bundle=pick("ca_bundle", "--ca-bundle"),
+        allow_http=allow_http,
+        state_dir=state_dir,
+        config_file=config_file,
+        tasks=document.get("tasks", {}),
+    )
+
+
+def find_config_file(env: Mapping[str, str]) -> Path | None:
+    """`$CRONLOG_CONFIG` (which must exist), else the user's file, else the system's."""
+    if env.get("CRONLOG_CONFIG"):
+        path = Path(env["CRONLOG_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"CRONLOG_CONFIG names {path}, which is not a file")
+        return path
+
+    config_home = env.get("XDG_CONFIG_HOME") or _home_path(env, ".config")
+    if config_home:
+        user_file = Path(config_home) / "cronlog" / "config.toml"
+        if user_file.is_file():
+            return user_file
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Parse and check the TOML file; every problem names the file and the key."""
+    import tomllib
+
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+    for key, value in document.items():
+        if key not in FILE_KEYS:
+            known = ", ".join(FILE_KEYS)
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r} (known: {known})"
+            )
+        expected = _expected_type(key)
+        if not isinstance(value, expected):
+            kind = " or ".join(t.__name__ for t in expected)
+            raise ConfigError(f"config file {path}: {key!r} must be a {kind}")
+
+    if "api_key" in document and "api_key_file" in document:
+        raise ConfigError(f"config file {path}: set api_key or api_key_file, not both")
+    document["tasks"] = _check_tasks(path, document.get("tasks", {}))
+    return document
+
+
+def validate_url(url: str, source: str, allow_http: bool) -> str:
+    """A dashboard base URL; plain http only to loopback or with --allow-http."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{source}: {url!r} is not a dashboard URL (write e.g. https://trade.rezult.co)"
+        )
+    if (
+        parts.scheme == "http"
+        and not allow_http
+        and parts.hostname not in LOOPBACK_HOSTS
+    ):
+        raise ConfigError(
+            f"{source}: {url} is plain http to another host, which would send the API "
+            "key unencrypted; use https, or pass --allow-http (CRONLOG_ALLOW_HTTP=1)"
+        )
+    return url.strip()
+
+
+def ingest_url(base: str) -> str:
+    """Join the ingest path onto a base URL that may carry a path prefix."""
+    trimmed = base.rstrip("/")
+    return trimmed if trimmed.endswith(INGEST_PATH) else trimmed + INGEST_PATH
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "cronlog"
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
+    home = _home_path(env, ".local/state")
+    if home is None:
+        raise ConfigError(
+            "no HOME or XDG_STATE_HOME to keep state in; set CRONLOG_STATE_DIR"
+        )
+    return Path(home) / "cronlog"
+
+
+def mask(secret: str | None) -> str:
+    """Enough of a key to tell two apart, never enough to use it."""
+    if not secret:
+        return "(not set)"
+    return secret[:4] + "…" if len(secret) >= 12 else "…"
+
+
+def _resolve_api_key(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    document: Mapping[str, Any],
+    where: str,
+) -> Value:
+    if flags.get("api_key_file"):
+        return _key_from_file(flags["api_key_file"], "--api-key-file")
+    for variable in API_KEY_VARIABLES:
+        if env.get(variable):
+            return Value(env[variable].strip(), variable)
+    if env.get("CRONLOG_API_KEY_FILE"):
+        return _key_from_file(env["CRONLOG_API_KEY_FILE"], "CRONLOG_API_KEY_FILE")
+    if "api_key_file" in document:
+        return _key_from_file(document["api_key_file"], f"api_key_file in {where}")
+    if "api_key" in document:
+        return Value(document["api_key"].strip(), where)
+    return Value(None, "default")
+
+
+def _key_from_file(name: str, source: str) -> Value:
+    path = Path(name).expanduser()
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: cannot read key file {path}: {error}") from None
+    if not key:
+        raise ConfigError(f"{source}: key file {path} is empty")
+    return Value(key, f"{source} ({path})")
+
+
+def _warnings_for(settings: Settings) -> list[str]:
+    """Files holding the key that others can read: one line each, with the fix."""
+    candidates = [settings.config_file]
+    source = settings.api_key.source
+    if source.endswith(")") and "(" in source:
+        candidates.append(Path(source[source.rindex("(") + 1 : -1]))
+
+    found = []
+    for path in candidates:
+        try:
+            mode = path.stat().st_mode if path else 0
+        except OSError:
+            continue
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            found.append(
+                f"{path} can be read by other users; fix with: chmod 600 {path}"
+            )
+    return found
+
+
+def _check_tasks(path: Path, tasks: Any) -> dict[str, dict[str, str]]:
+    checked = {}
+    for task_id, entry in tasks.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"config file {path}: [tasks.{task_id}] must be a table")
+        for key, value in entry.items():
+            if key not in TASK_KEYS:
+                known = ", ".join(TASK_KEYS)
+                raise ConfigError(
+                    f"config file {path}: [tasks.{task_id}] unknown key {key!r} "
+                    f"(known: {known})"
+                )
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(
+                    f"config file {path}: [tasks.{task_id}] {key!r} must be a text"
+                )
+        checked[task_id] = {key: value.strip() for key, value in entry.items()}
+    return checked
+
+
+def _expected_type(key: str) -> tuple[type, ...]:
+    if key == "tasks":
+        return (dict,)
+    if key == "allow_http":
+        return (bool,)
+    if key == "report_timeout":
+        return (int, float, str)
+    return (str,)
+
+
+def _as_bool(value: Value) -> bool:
+    if isinstance(value.value, bool):
+        return value.value
+    text = str(value.value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{value.source}: {value.value!r} is not true or false")
+
+
+def _duration(text: str, source: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _home_path(env: Mapping[str, str], relative: str) -> str | None:
+    home = env.get("HOME")
+    return os.path.join(home, relative) if home else None

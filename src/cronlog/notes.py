@@ -1,0 +1,98 @@
+"""The report's `notes`: why a run failed, then the end of what the job printed.
+
+What a job prints is controlled by whoever controls the job, so it is treated as
+hostile text: decoded as UTF-8 with replacement (any bytes give valid JSON), stripped of
+terminal escape codes, scrubbed of secrets, and cut to a limit on a character boundary,
+keeping the end, where the error usually is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+NOTES_LIMIT = 4000
+REDACTED = "[redacted]"
+MARKER_ROOM = 100  # what the "[… N bytes of earlier output cut]" line may take
+
+# CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks), lone ESCs.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?"
+)
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+# Control characters other than tab and newline say nothing to a person reading notes.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Header lines and parameters that carry credentials: keep the name, hide the value.
+_SECRET_HEADERS = re.compile(
+    r"(?im)((?:x-api-key|authorization|proxy-authorization|cookie|set-cookie)\s*:\s*)"
+    r"[^\r\n\"']+"
+)
+_SECRET_PARAMETERS = re.compile(
+    r"(?i)\b((?:password|passwd|token|api_key|apikey|access_token|secret)=)[^\s&\"']+"
+)
+
+
+def clean(raw: bytes, secrets: Iterable[str] = (), *, truncated: bool = False) -> str:
+    """Printable, secret-free text from whatever bytes a job wrote.
+
+    A `truncated` tail may begin inside a multi-byte character: those stray
+    continuation bytes are dropped rather than shown as replacement marks.
+    """
+    if truncated:
+        raw = raw.lstrip(_CONTINUATION_BYTES)
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text))
+    return redact(text, secrets)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace known secret values and credential-shaped text by `[redacted]`."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _SECRET_HEADERS.sub(lambda m: m.group(1) + REDACTED, text)
+    return _SECRET_PARAMETERS.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def build(
+    reason: str | None,
+    output: str = "",
+    *,
+    extra: str | None = None,
+    earlier_bytes: int = 0,
+    secrets: Iterable[str] = (),
+    limit: int = NOTES_LIMIT,
+) -> str | None:
+    """The notes: `extra` (the user's --notes), the reason line, then the output's tail.
+
+    `output` is already cleaned; `earlier_bytes` counts what the runner did not keep.
+    Nothing is returned when there is nothing to say.
+    """
+    head = [redact(line, secrets) for line in (extra, reason) if line]
+    output = output.strip("\n")
+    if not output:
+        return _fit("\n".join(head), limit) or None
+
+    prefix = "\n".join(head)
+    room = limit - len(prefix) - 1 if prefix else limit
+    if room <= 0:
+        return _fit(prefix, limit)
+
+    if len(output) > room or earlier_bytes:
+        if room <= MARKER_ROOM:
+            return _fit(prefix, limit)
+        kept = output[-(room - MARKER_ROOM) :]
+        output = _marker(len(output) - len(kept), earlier_bytes) + kept
+    return f"{prefix}\n{output}" if prefix else output
+
+
+def _marker(cut_chars: int, earlier_bytes: int) -> str:
+    parts = []
+    if earlier_bytes:
+        parts.append(f"{earlier_bytes:,} bytes")
+    if cut_chars > 0:
+        parts.append(f"{cut_chars:,} characters")
+    return f"[… {' and '.join(parts)} of earlier output cut]\n"
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

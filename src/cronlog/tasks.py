@@ -1,0 +1,130 @@
+"""The known task IDs: the dashboard's five, plus any the config file adds or overrides.
+
+A run must name a known task or give its own `--title`: a typo in a crontab line would
+otherwise create a stray task on the dashboard, so an unknown ID is refused with the
+closest known one suggested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from cronlog.errors import ConfigError, UsageError
+
+SINGAPORE = "Asia/Singapore"  # the guide's times are SGT
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    title: str
+    schedule: str | None = None  # a five-field cron expression, read in `timezone`
+    timezone: str = "UTC"
+    frequency: str | None = None  # the schedule in words, as the guide writes it
+
+
+BUILTIN_TASKS = (
+    Task(
+        "sync-price-grid",
+        "Sync price grid",
+        "0 10 * * 0",
+        SINGAPORE,
+        "Weekly (Sunday 10:00 AM SGT)",
+    ),
+    Task(
+        "refresh-woocommerce-catalog",
+        "Refresh WooCommerce catalog",
+        "5 10 * * 0",
+        SINGAPORE,
+        "Weekly (Sunday 10:05 AM SGT)",
+    ),
+    Task(
+        "graphiti-sync",
+        "Graphiti enrichment",
+        "30 10 * * 0",
+        SINGAPORE,
+        "Weekly (Sunday 10:30 AM SGT)",
+    ),
+    Task(
+        "tradein-auto-submit",
+        "Trade-in auto submit",
+        "* * * * *",
+        SINGAPORE,
+        "Every minute",
+    ),
+    Task(
+        "tradein-email-retry",
+        "Trade-in email retry",
+        "*/5 * * * *",
+        SINGAPORE,
+        "Every 5 minutes",
+    ),
+)
+
+
+def registry(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, Task]:
+    """The built-in tasks with the config file's `[tasks.ID]` tables applied."""
+    known = {task.id: task for task in BUILTIN_TASKS}
+    for task_id, fields in overrides.items():
+        base = known.get(task_id)
+        if base is None and "title" not in fields:
+            raise ConfigError(f"[tasks.{task_id}] in the config file needs a title")
+        known[task_id] = replace(base, **fields) if base else Task(id=task_id, **fields)
+    return known
+
+
+def title_for(task_id: str, title: str | None, known: Mapping[str, Task]) -> str:
+    """The title to report: `--title` if given, else the registry's, else refused."""
+    if title:
+        return title
+    if task_id in known:
+        return known[task_id].title
+
+    hint = suggest(task_id, known)
+    did_you_mean = f"did you mean {hint!r}? " if hint else ""
+    raise UsageError(
+        f"unknown task ID {task_id!r}: {did_you_mean}give --title to report a new "
+        "task, or add it to the config file (`cronlog list-tasks` lists the known IDs)"
+    )
+
+
+def suggest(task_id: str, known: Mapping[str, Task]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(task_id, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def next_run(task: Task, now: datetime) -> datetime | None:
+    """When the schedule next fires after `now`, in the task's timezone."""
+    if not task.schedule:
+        return None
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    local_now = now.astimezone(ZoneInfo(task.timezone))
+    upcoming: datetime = croniter(task.schedule, local_now).get_next(datetime)
+    return upcoming
+
+
+def check_schedule(task: Task) -> None:
+    """Raise ConfigError when a task's schedule or timezone cannot be read."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import croniter
+
+    try:
+        ZoneInfo(task.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"task {task.id!r}: unknown timezone {task.timezone!r} "
+            "(write e.g. Asia/Singapore)"
+        ) from None
+    if task.schedule and not croniter.is_valid(task.schedule):
+        raise ConfigError(
+            f"task {task.id!r}: {task.schedule!r} is not a cron expression "
+            "(write e.g. '*/5 * * * *')"
+        )
