@@ -1,0 +1,396 @@
+"""The runner against real child processes: exit, output, spawn errors, signals, time"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cronlog import exits
+from cronlog.runner import OUTPUT_GRACE_SECONDS, Command, run
+
+ENV = {"PATH": os.environ["PATH"]}
+DRIVER = Path(__file__).parent / "helpers_runner" / "driver.py"
+DRIVER_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+TEST_SECONDS = 20  # no test may hang the suite: past this the whole run is stopped
+WAIT_SECONDS = 5.0
+
+# The grandchild ignores SIGTERM, so only a SIGKILL of the whole group ends it.
+STUBBORN_GRANDCHILD = """
+sh -c 'trap "" TERM; echo $$ > "$0"; exec sleep 30' "$1" &
+wait
+"""
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    faulthandler.dump_traceback_later(TEST_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def sh(script, *args, **options):
+    return Command(argv=["sh", "-c", script, "sh", *args], env=ENV, **options)
+
+
+def read_pid(path):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return int(path.read_text())
+        time.sleep(0.01)
+    raise AssertionError(f"no pid in {path}")
+
+
+def is_running(pid):
+    # A zombie is gone for our purpose: PID 1 of a container may never reap it.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pid):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not is_running(pid)
+
+
+def driver_command(tmp_path, *argv):
+    return [sys.executable, str(DRIVER), str(tmp_path / "outcome.json"), *argv]
+
+
+def start_driver(tmp_path, *argv, **options):
+    options.setdefault("stdout", subprocess.DEVNULL)
+    return subprocess.Popen(driver_command(tmp_path, *argv), env=DRIVER_ENV, **options)
+
+
+def driver_outcome(tmp_path):
+    return json.loads((tmp_path / "outcome.json").read_text())
+
+
+def test_it_passes_stdout_and_stderr_through_separately_and_exits_zero(capfdbinary):
+    outcome = run(sh("echo out; echo err >&2"))
+
+    captured = capfdbinary.readouterr()
+    assert captured.out == b"out\n"
+    assert captured.err == b"err\n"
+    assert outcome.returncode == 0
+    assert outcome.signal is None
+    assert outcome.exit_status == exits.OK
+
+
+def test_it_exits_with_the_childs_code():
+    outcome = run(sh("exit 3"))
+
+    assert outcome.returncode == 3
+    assert outcome.exit_status == 3
+
+
+def test_it_reports_the_signal_that_killed_the_child():
+    outcome = run(sh("kill -9 $$"))
+
+    assert outcome.returncode is None
+    assert outcome.signal == signal.SIGKILL
+    assert outcome.exit_status == 137
+
+
+def test_it_reports_a_command_that_is_not_found():
+    outcome = run(Command(argv=["cronlog-no-such-command"], env=ENV))
+
+    assert outcome.spawn_error == "command not found: cronlog-no-such-command"
+    assert outcome.exit_status == exits.NOT_FOUND
+    assert outcome.returncode is None
+    assert outcome.duration_ms < 100
+    assert outcome.started_at <= outcome.ended_at
+
+
+def test_it_reports_a_file_that_is_not_executable(tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("echo never\n")
+    script.chmod(0o644)
+
+    outcome = run(Command(argv=[str(script)], env=ENV))
+
+    assert outcome.spawn_error == f"permission denied: {script}"
+    assert outcome.exit_status == exits.NOT_EXECUTABLE
+
+
+def test_it_reports_a_file_the_kernel_cannot_run(tmp_path):
+    binary = tmp_path / "job"
+    binary.write_bytes(b"\x7fELF\x00garbage")
+    binary.chmod(0o755)
+
+    outcome = run(Command(argv=[str(binary)], env=ENV))
+
+    assert outcome.spawn_error == f"cannot run {binary}: Exec format error"
+    assert outcome.exit_status == exits.NOT_EXECUTABLE
+
+
+def test_it_does_not_call_on_started_when_the_spawn_fails():
+    calls = []
+
+    run(Command(argv=["cronlog-no-such-command"], env=ENV), lambda: calls.append(1))
+
+    assert calls == []
+
+
+def test_it_passes_a_megabyte_through_exactly_and_keeps_only_its_end(
+    tmp_path, capfdbinary
+):
+    data = random.Random(0).randbytes(1_000_000)
+    (tmp_path / "data").write_bytes(data)
+
+    outcome = run(Command(["cat", str(tmp_path / "data")], ENV, tail_bytes=10_000))
+
+    assert capfdbinary.readouterr().out == data
+    assert outcome.output_bytes == len(data)
+    assert outcome.output_tail == data[-10_000:]
+
+
+def test_it_passes_invalid_utf8_through_unchanged(capfdbinary):
+    outcome = run(sh(r"printf '\377\376 ok \200'; printf '\303(' >&2"))
+
+    captured = capfdbinary.readouterr()
+    assert captured.out == b"\xff\xfe ok \x80"
+    assert captured.err == b"\xc3("
+    assert outcome.output_tail == b"\xff\xfe ok \x80\xc3("
+
+
+def test_it_records_nothing_for_a_silent_child(capfdbinary):
+    outcome = run(Command(argv=["true"], env=ENV))
+
+    assert capfdbinary.readouterr() == (b"", b"")
+    assert outcome.output_tail == b""
+    assert outcome.output_bytes == 0
+
+
+def test_it_keeps_stdout_and_stderr_interleaved_in_arrival_order(capfdbinary):
+    script = "printf o1; sleep 0.05; printf e1 >&2; sleep 0.05; printf o2; sleep 0.05"
+    outcome = run(sh(f"{script}; printf e2 >&2"))
+
+    assert outcome.output_tail == b"o1e1o2e2"
+    assert capfdbinary.readouterr() == (b"o1o2", b"e1e2")
+
+
+def test_it_gives_the_child_exactly_the_given_environment(capfdbinary):
+    env = {"CRONLOG_TASK": "nightly backup", "EMPTY": ""}
+
+    run(Command(argv=["/usr/bin/env"], env=env))
+
+    lines = capfdbinary.readouterr().out.decode().splitlines()
+    assert sorted(lines) == ["CRONLOG_TASK=nightly backup", "EMPTY="]
+
+
+def test_it_runs_argv_without_a_shell(capfdbinary):
+    run(Command(argv=["printf", "%s|", "$HOME", "*", "a b"], env=ENV))
+
+    assert capfdbinary.readouterr().out == b"$HOME|*|a b|"
+
+
+def test_it_runs_the_child_in_a_process_group_of_its_own(capfdbinary):
+    code = "import os; print(os.getpid() == os.getpgrp() != os.getpgid(os.getppid()))"
+
+    run(Command(argv=[sys.executable, "-c", code], env=ENV))
+
+    assert capfdbinary.readouterr().out == b"True\n"
+
+
+def test_the_child_reads_cronlogs_stdin(tmp_path):
+    driver = start_driver(
+        tmp_path, "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+
+    out, _ = driver.communicate(b"from stdin\n", timeout=WAIT_SECONDS)
+
+    assert out == b"from stdin\n"
+    assert driver_outcome(tmp_path)["output_tail"] == "from stdin\n"
+
+
+def test_it_calls_on_started_in_the_calling_thread_with_a_lowered_switch_interval():
+    before = sys.getswitchinterval()
+    seen = []
+
+    def on_started():
+        seen.append((threading.current_thread(), sys.getswitchinterval()))
+
+    run(Command(argv=["true"], env=ENV), on_started)
+
+    assert seen == [(threading.current_thread(), pytest.approx(0.001))]
+    assert sys.getswitchinterval() == before
+
+
+def test_it_restores_the_previous_signal_handlers():
+    def handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+
+        run(Command(argv=["true"], env=ENV))
+
+        assert signal.getsignal(signal.SIGHUP) is handler
+        assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == before
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_it_measures_a_short_sleep_within_20_ms():
+    outcome = run(Command(argv=["sleep", "0.2"], env=ENV))
+
+    assert abs(outcome.duration_ms - 200) <= 20
+    wall_ms = (outcome.ended_at - outcome.started_at) / timedelta(milliseconds=1)
+    assert abs(wall_ms - outcome.duration_ms) <= 5
+
+
+def test_it_stamps_start_and_end_in_utc():
+    before = datetime.now(UTC)
+
+    outcome = run(Command(argv=["true"], env=ENV))
+
+    for stamp in (outcome.started_at, outcome.ended_at):
+        assert stamp.utcoffset() == timedelta(0)
+        assert before <= stamp <= datetime.now(UTC)
+    assert outcome.started_at <= outcome.ended_at
+
+
+def test_a_child_that_stops_on_sigterm_at_the_timeout_is_not_sigkilled():
+    outcome = run(Command(argv=["sleep", "30"], env=ENV, timeout=0.2, kill_after=5))
+
+    assert outcome.timed_out
+    assert outcome.signal == signal.SIGTERM
+    assert outcome.exit_status == exits.TIMED_OUT
+    assert 200 <= outcome.duration_ms < 1000
+
+
+def test_it_sigkills_a_child_ignoring_sigterm_after_kill_after(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    script = f'trap "" TERM\n{STUBBORN_GRANDCHILD}'
+
+    outcome = run(sh(script, str(pid_file), timeout=0.3, kill_after=0.4))
+
+    assert outcome.timed_out
+    assert outcome.signal == signal.SIGKILL
+    assert outcome.exit_status == exits.TIMED_OUT
+    assert 700 <= outcome.duration_ms < 1500
+    assert wait_until_gone(read_pid(pid_file))
+
+
+def test_it_forwards_sigterm_and_leaves_no_process_of_the_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    driver = start_driver(tmp_path, "sh", "-c", STUBBORN_GRANDCHILD, "sh", pid_file)
+    grandchild = read_pid(pid_file)
+
+    driver.send_signal(signal.SIGTERM)
+
+    assert driver.wait(WAIT_SECONDS) == 143
+    outcome = driver_outcome(tmp_path)
+    assert outcome["forwarded_signal"] == signal.SIGTERM
+    assert outcome["signal"] == signal.SIGTERM
+    assert wait_until_gone(grandchild)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_it_exits_with_the_forwarded_signal_whatever_the_child_returns(
+    tmp_path, signum
+):
+    pid_file = tmp_path / "child.pid"
+    script = 'trap "exit 0" TERM INT HUP; echo $$ > "$1"; sleep 30 & wait'
+    driver = start_driver(tmp_path, "sh", "-c", script, "sh", pid_file)
+    read_pid(pid_file)
+
+    driver.send_signal(signum)
+
+    assert driver.wait(WAIT_SECONDS) == 128 + signum
+    outcome = driver_outcome(tmp_path)
+    assert outcome["returncode"] == 0
+    assert outcome["forwarded_signal"] == signum
+
+
+def test_a_second_signal_kills_the_group(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = 'trap "" TERM INT; echo $$ > "$1"; sleep 30'
+    driver = start_driver(tmp_path, "sh", "-c", script, "sh", pid_file)
+    child = read_pid(pid_file)
+
+    driver.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    still_running = is_running(child)
+    driver.send_signal(signal.SIGINT)
+
+    assert still_running
+    assert driver.wait(WAIT_SECONDS) == 143
+    outcome = driver_outcome(tmp_path)
+    assert outcome["forwarded_signal"] == signal.SIGTERM
+    assert outcome["signal"] == signal.SIGKILL
+
+
+def test_it_returns_soon_after_the_exit_when_a_background_process_holds_the_pipes(
+    tmp_path, capfdbinary
+):
+    pid_file = tmp_path / "background.pid"
+    started = time.monotonic()
+
+    outcome = run(sh('sleep 30 & echo $! > "$1"; echo started', str(pid_file)))
+
+    elapsed = time.monotonic() - started
+    os.kill(read_pid(pid_file), signal.SIGKILL)
+    assert OUTPUT_GRACE_SECONDS <= elapsed < 2
+    assert outcome.duration_ms < 500
+    assert outcome.output_tail == b"started\n"
+    assert capfdbinary.readouterr().out == b"started\n"
+
+
+def test_it_passes_output_on_at_once_and_survives_a_broken_stdout(tmp_path):
+    go = tmp_path / "go"
+    script = """
+    echo first
+    i=0; while [ ! -e "$1" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+    seq 1 200000
+    """
+    driver = start_driver(
+        tmp_path, "sh", "-c", script, "sh", go, stdout=subprocess.PIPE
+    )
+
+    # The child is still waiting for `go`, so the first line was not held back.
+    ready, _, _ = select.select([driver.stdout], [], [], WAIT_SECONDS)
+    first = driver.stdout.readline() if ready else b""
+    driver.stdout.close()
+    go.touch()
+
+    assert first == b"first\n"
+    assert driver.wait(WAIT_SECONDS) == 0
+    outcome = driver_outcome(tmp_path)
+    seq_bytes = sum(len(f"{n}\n") for n in range(1, 200_001))
+    assert outcome["output_bytes"] == len(first) + seq_bytes
+    assert outcome["output_tail"].endswith("199999\n200000\n")
+
+
+def test_it_keeps_capturing_when_its_own_stdout_is_closed(tmp_path):
+    command = driver_command(tmp_path, "sh", "-c", "echo out; echo err >&2")
+
+    # As `cronlog run ... >&-` would run: fd 1 closed.
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command],
+        env=DRIVER_ENV,
+        stderr=subprocess.PIPE,
+        timeout=WAIT_SECONDS,
+    )
+
+    assert closed.returncode == 0
+    assert closed.stderr == b"err\n"
+    assert driver_outcome(tmp_path)["output_tail"] == "out\nerr\n"
