@@ -7,6 +7,8 @@ are already validated (`TaskRun.to_body()`); the store applies the dashboard gui
 defaults, gives each run a UUID `id` and a `created_at`, and stores a run once per
 Idempotency-Key.
 
+A store that cannot be opened, read or written raises `StateError`.
+
 Timestamps leave the store as the guide writes them: UTC, milliseconds, a trailing `Z`.
 In SQLite they are kept as such strings, which sort as time does.
 """
@@ -19,9 +21,11 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from cronlog.errors import StateError
 
 if TYPE_CHECKING:
     import psycopg
@@ -115,25 +119,38 @@ def parse_timestamp(text: str) -> datetime:
 
 def build_row(body: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The row to store for a validated body: the guide's defaults filled in."""
-    started_at = body.get("started_at")
-    ended_at = body.get("ended_at")
+    started_at = parse_timestamp(body["started_at"]) if "started_at" in body else now
+    ended_at = parse_timestamp(body["ended_at"]) if "ended_at" in body else None
+    duration_ms = body.get("duration_ms")
     if ended_at is None and body["status"] != "running":
-        ended_at = format_timestamp(now)  # the guide's "auto-set if not provided"
+        ended_at = (
+            _ended_at(started_at, duration_ms, now) if "started_at" in body else now
+        )
 
     return {
         "id": str(uuid.uuid4()),
         "task_id": body["task_id"],
         "task_title": body["task_title"],
         "status": body["status"],
-        "started_at": _normalise(started_at) if started_at else format_timestamp(now),
-        "ended_at": _normalise(ended_at) if ended_at else None,
-        "duration_ms": body.get("duration_ms"),
+        "started_at": format_timestamp(started_at),
+        "ended_at": format_timestamp(ended_at) if ended_at else None,
+        "duration_ms": duration_ms,
         "log_url": body.get("log_url"),
         "notes": body.get("notes"),
         "environment": body.get("environment") or DEFAULT_ENVIRONMENT,
         "owner": body.get("owner") or DEFAULT_OWNER,
         "created_at": format_timestamp(now),
     }
+
+
+def _ended_at(started_at: datetime, duration_ms: int | None, now: datetime) -> datetime:
+    """The guide's "auto-set if not provided": from the duration when it is known."""
+    if duration_ms is None:
+        return now
+    try:
+        return started_at + timedelta(milliseconds=duration_ms)
+    except OverflowError:
+        return now
 
 
 def _normalise(text: str) -> str:
@@ -186,19 +203,27 @@ class SqliteStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(
-            path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL
-        self._connection.executescript(SQLITE_SCHEMA)
+        with self._errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = NORMAL")  # durable in WAL
+            self._connection.executescript(SQLITE_SCHEMA)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as error:
+            raise StateError(f"cannot use the store {self.path}: {error}") from error
 
     def record(
         self, body: dict[str, Any], *, idempotency_key: str | None = None
@@ -211,7 +236,7 @@ class SqliteStore:
             "ON CONFLICT (idempotency_key) DO NOTHING"
         )
 
-        with self._lock:
+        with self._lock, self._errors():
             created = self._connection.execute(insert, values).rowcount == 1
             if created:
                 return row, True
@@ -235,7 +260,7 @@ class SqliteStore:
             "ORDER BY started_at DESC, created_at DESC LIMIT ?"
         )
 
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._connection.execute(query, [*values, limit]).fetchall()
         return [dict(row) for row in rows]
 
@@ -244,7 +269,7 @@ class SqliteStore:
         query = (
             f"SELECT task_id, task_title, max(started_at) FROM {TABLE} GROUP BY task_id"
         )
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._connection.execute(query).fetchall()
         return {row[0]: row[1] for row in rows}
 
@@ -274,15 +299,23 @@ class PostgresStore:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        # psycopg's messages name host, port and user, never the password.
         try:
             connection = self._idle.get_nowait()
         except queue.Empty:
-            connection = self._psycopg.connect(
-                self._url, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S
-            )
+            try:
+                connection = self._psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
+                )
+            except self._psycopg.Error as error:
+                raise StateError(f"cannot use the PostgreSQL store: {error}") from error
 
         try:
             yield connection
+        except self._psycopg.Error as error:
+            raise StateError(f"cannot use the PostgreSQL store: {error}") from error
         finally:
             self._release(connection)
 
