@@ -1,0 +1,146 @@
+"""Fixtures shared by the tests: an isolated environment, a real ingest server on
+loopback, and a way to run the installed `cronlog` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CRONLOG = shutil.which("cronlog", path=str(Path(sys.executable).parent)) or "cronlog"
+PROCESS_TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the machine's cronlog settings, keys or state."""
+    for name in list(os.environ):
+        if name.startswith("CRONLOG_") or name in ("CHATKIT_API_KEY", "NO_COLOR"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class IngestServer:
+    """A real HTTP server on 127.0.0.1 that records what it is sent.
+
+    `answers` is a queue of (status, body, headers) tuples; when it is empty the
+    server answers as the dashboard does on success.
+    """
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    answers: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, status: int, body: Any = None, **headers: str) -> None:
+        self.answers.append((status, body, headers))
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [request.json for request in self.received]
+
+
+def _handler_for(server: IngestServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            with server.lock:
+                server.received.append(
+                    Received("POST", self.path, dict(self.headers.items()), body)
+                )
+                status, answer, headers = (
+                    server.answers.pop(0)
+                    if server.answers
+                    else (200, _dashboard_success(body), {})
+                )
+            payload = (
+                answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def _dashboard_success(body: bytes) -> dict[str, Any]:
+    sent = json.loads(body or b"{}")
+    return {
+        "success": True,
+        "message": "Task execution logged successfully",
+        "data": {"id": "550e8400-e29b-41d4-a716-446655440000", **sent},
+    }
+
+
+@pytest.fixture
+def ingest_server() -> Iterator[IngestServer]:
+    recorder = IngestServer()
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(recorder))
+    recorder.url = f"http://127.0.0.1:{http_server.server_address[1]}"
+    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+    thread.start()
+    yield recorder
+    http_server.shutdown()
+    http_server.server_close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def run_cronlog() -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """Run the installed `cronlog` as a real process; stdout and stderr kept apart."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = PROCESS_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CRONLOG, *args],
+            capture_output=True,
+            env=os.environ.copy() if env is None else env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run

@@ -1,0 +1,330 @@
+"""`cronlog run` end to end: the installed command as a real process, reporting to a
+real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from cronlog import __version__
+
+KEY = "k3y-for-the-tests-0123456789"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def dashboard(ingest_server, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    return ingest_server
+
+
+def test_a_successful_job_is_reported_with_the_guides_fields(dashboard, run_cronlog):
+    result = run_cronlog(
+        "run", "--task-id", "tradein-auto-submit", "--", "echo", "hello"
+    )
+
+    assert result.returncode == 0
+    assert result.stdout == b"hello\n"
+    assert result.stderr == b""
+    [request] = dashboard.received
+    assert request.path == "/api/scheduled-tasks/ingest"
+    assert request.headers["X-API-Key"] == KEY
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == f"cronlog/{__version__}"
+    assert re.fullmatch(r"[0-9a-f-]{36}", request.headers["Idempotency-Key"])
+    body = request.json
+    assert set(body) == {"task_id", "task_title", "status", "started_at", "ended_at",
+                         "duration_ms"}  # fmt: skip
+    assert body["task_id"] == "tradein-auto-submit"
+    assert body["task_title"] == "Trade-in auto submit"
+    assert body["status"] == "success"
+    assert TIMESTAMP.match(body["started_at"]) and TIMESTAMP.match(body["ended_at"])
+    assert body["started_at"] <= body["ended_at"]
+    assert isinstance(body["duration_ms"], int) and 0 <= body["duration_ms"] < 5000
+
+
+def test_it_exits_with_the_childs_code_and_says_why(dashboard, run_cronlog):
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", "sh", "-c", "echo partial; exit 3"
+    )
+
+    assert result.returncode == 3
+    assert result.stdout == b"partial\n"
+    body = dashboard.bodies[0]
+    assert body["status"] == "failed"
+    assert body["notes"] == "exit 3\npartial"
+
+
+def test_a_child_killed_by_sigkill_exits_137(dashboard, run_cronlog):
+    result = run_cronlog(
+        "run", "--task-id", "graphiti-sync", "--", "sh", "-c", "kill -9 $$"
+    )
+
+    assert result.returncode == 137
+    assert dashboard.bodies[0]["notes"] == "killed by SIGKILL"
+
+
+def test_a_missing_command_exits_127(dashboard, run_cronlog):
+    result = run_cronlog("run", "--task-id", "graphiti-sync", "--", "no-such-command-x")
+
+    assert result.returncode == 127
+    body = dashboard.bodies[0]
+    assert body["status"] == "failed"
+    assert body["notes"] == "command not found: no-such-command-x"
+
+
+def test_a_file_that_is_not_executable_exits_126(dashboard, run_cronlog, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\necho never\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+    result = run_cronlog("run", "--task-id", "graphiti-sync", "--", str(script))
+
+    assert result.returncode == 126
+    assert dashboard.bodies[0]["notes"] == f"permission denied: {script}"
+
+
+def test_a_megabyte_of_output_passes_through_whole_and_the_notes_keep_its_end(
+    dashboard, run_cronlog
+):
+    program = (
+        "import sys\n"
+        "for i in range(20000): sys.stdout.write(f'line {i:05d} ' + 'x' * 40 + '\\n')\n"
+        "sys.stdout.write('the last words\\n'); sys.exit(1)\n"
+    )
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
+                         sys.executable, "-c", program)  # fmt: skip
+
+    assert result.returncode == 1
+    assert len(result.stdout) == 20000 * 52 + len("the last words\n")
+    assert result.stdout.endswith(b"line 19999 " + b"x" * 40 + b"\nthe last words\n")
+    notes = dashboard.bodies[0]["notes"]
+    assert len(notes) <= 4000
+    assert notes.startswith("exit 1\n[… ")
+    assert "of earlier output cut]" in notes
+    assert notes.endswith("line 19999 " + "x" * 40 + "\nthe last words")
+
+
+def test_invalid_utf8_output_passes_through_unchanged_and_notes_stay_valid(
+    dashboard, run_cronlog
+):
+    raw = b"bad \xff\xfe bytes \x1b[31mred\x1b[0m\n"
+    program = f"import sys; sys.stdout.buffer.write({raw!r}); sys.exit(2)"
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
+                         sys.executable, "-c", program)  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stdout == raw
+    assert dashboard.bodies[0]["notes"] == "exit 2\nbad \ufffd\ufffd bytes red"
+
+
+def test_a_failure_with_no_output_has_just_the_reason(dashboard, run_cronlog):
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", "false")
+
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert dashboard.bodies[0]["notes"] == "exit 1"
+
+
+def test_a_refused_key_is_explained_without_showing_it(dashboard, run_cronlog):
+    dashboard.answer(401, {"success": False, "error": "Unauthorized"})
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", "true")
+
+    assert result.returncode == 0
+    stderr = result.stderr.decode()
+    assert stderr.startswith("cronlog: ")
+    assert "CHATKIT_API_KEY" in stderr
+    assert KEY not in stderr and KEY[:8] not in stderr
+
+
+def test_a_400_quotes_the_dashboards_error(dashboard, run_cronlog):
+    dashboard.answer(400, {"success": False, "error": "Missing required fields"})
+
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", "sh", "-c", "exit 4"
+    )
+
+    assert result.returncode == 4
+    assert "Missing required fields" in result.stderr.decode()
+    assert len(dashboard.received) == 1
+
+
+def test_a_dashboard_that_is_not_listening_changes_nothing_for_the_job(
+    run_cronlog, closed_port_url, monkeypatch
+):
+    monkeypatch.setenv("CRONLOG_URL", closed_port_url)
+
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--report-timeout", "1s", "--",
+        "sh", "-c", "echo done; exit 5",
+    )  # fmt: skip
+
+    assert result.returncode == 5
+    assert result.stdout == b"done\n"
+    stderr = result.stderr.decode()
+    assert stderr.count("\n") == 1 and stderr.startswith("cronlog: ")
+    assert closed_port_url in stderr
+    assert "outbox" in stderr
+
+
+def test_a_task_id_typo_is_refused_before_the_job_runs(
+    dashboard, run_cronlog, tmp_path
+):
+    marker = tmp_path / "ran"
+
+    result = run_cronlog("run", "--task-id", "tradein-auto-submt", "--",
+                         "touch", str(marker))  # fmt: skip
+
+    assert result.returncode == 2
+    assert "did you mean 'tradein-auto-submit'" in result.stderr.decode()
+    assert not marker.exists()
+    assert dashboard.received == []
+
+
+def test_a_new_task_with_a_title_is_accepted(dashboard, run_cronlog):
+    result = run_cronlog("run", "--task-id", "nightly-backup", "--title", "Nightly backup",
+                         "--", "true")  # fmt: skip
+
+    assert result.returncode == 0
+    assert dashboard.bodies[0]["task_title"] == "Nightly backup"
+
+
+def test_a_malformed_config_file_stops_before_the_job(
+    run_cronlog, tmp_path, monkeypatch
+):
+    config_file = tmp_path / "config" / "cronlog" / "config.toml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('url = "https://example.invalid\n')
+    marker = tmp_path / "ran"
+
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", "touch", str(marker)
+    )
+
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert str(config_file) in stderr and "not valid TOML" in stderr
+    assert stderr.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_an_unknown_config_key_names_the_file_and_the_key(run_cronlog, tmp_path):
+    config_file = tmp_path / "cronlog.toml"
+    config_file.write_text('urll = "https://example.invalid"\n')
+    env = {**os.environ, "CRONLOG_CONFIG": str(config_file)}
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", "true", env=env)
+
+    assert result.returncode == 2
+    assert f"config file {config_file}: unknown key 'urll'" in result.stderr.decode()
+
+
+def test_it_works_under_crons_empty_environment(ingest_server, run_cronlog, tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'url = "{ingest_server.url}"\napi_key = "{KEY}"\n')
+    config_file.chmod(0o600)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C",
+        "CRONLOG_CONFIG": str(config_file),
+        "CRONLOG_STATE_DIR": str(tmp_path / "state"),
+    }
+
+    result = run_cronlog("run", "--task-id", "tradein-email-retry", "--",
+                         "sh", "-c", "printf 'caf\\303\\251\\n'; exit 1", env=env)  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stdout == "café\n".encode()
+    assert result.stderr == b""
+    [request] = ingest_server.received
+    assert request.headers["X-API-Key"] == KEY
+    assert request.json["notes"] == "exit 1\ncafé"
+
+
+def test_the_job_does_not_see_cronlogs_own_key_but_keeps_the_dashboards(
+    dashboard, run_cronlog, monkeypatch
+):
+    monkeypatch.setenv("CHATKIT_API_KEY", "job-uses-this")
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
+                         "sh", "-c", 'echo "${CRONLOG_API_KEY:-unset} $CHATKIT_API_KEY"')  # fmt: skip
+
+    assert result.stdout == b"unset job-uses-this\n"
+
+
+def test_dry_run_prints_the_payload_and_sends_nothing(dashboard, run_cronlog):
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--dry-run",
+                         "--notes", "rehearsal", "--", "true")  # fmt: skip
+
+    assert result.returncode == 0
+    assert dashboard.received == []
+    stderr = result.stderr.decode()
+    payload = json.loads(stderr[stderr.index("{") :])
+    assert payload["status"] == "success" and payload["notes"] == "rehearsal"
+    assert KEY not in stderr
+
+
+def test_without_a_dashboard_runs_go_to_the_local_store(run_cronlog):
+    run_cronlog("run", "--task-id", "sync-price-grid", "--", "true")
+    run_cronlog("run", "--task-id", "graphiti-sync", "--", "sh", "-c", "exit 9")
+
+    listing = run_cronlog("history", "--json")
+
+    runs = json.loads(listing.stdout)
+    assert [(r["task_id"], r["status"]) for r in runs] == [
+        ("graphiti-sync", "failed"),
+        ("sync-price-grid", "success"),
+    ]
+    assert runs[0]["notes"] == "exit 9"
+
+
+def test_options_and_notes_fields_are_sent_as_given(dashboard, run_cronlog):
+    run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--notes", "weekly", "--log-url",
+        "https://logs.example.com/1", "--environment", "staging", "--owner", "ops",
+        "--", "sh", "-c", "echo boom; exit 1",
+    )  # fmt: skip
+
+    body = dashboard.bodies[0]
+    assert body["notes"] == "weekly\nexit 1\nboom"
+    assert body["log_url"] == "https://logs.example.com/1"
+    assert (body["environment"], body["owner"]) == ("staging", "ops")
+
+
+def test_a_url_with_a_path_prefix_is_joined_with_or_without_a_slash(
+    ingest_server, run_cronlog, monkeypatch
+):
+    for base in (f"{ingest_server.url}/dash", f"{ingest_server.url}/dash/"):
+        monkeypatch.setenv("CRONLOG_URL", base)
+        run_cronlog("run", "--task-id", "sync-price-grid", "--", "true")
+
+    assert [r.path for r in ingest_server.received] == [
+        "/dash/api/scheduled-tasks/ingest"
+    ] * 2
+
+
+def test_python_dash_m_cronlog_works(run_cronlog):
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "cronlog", "--version"],
+                            capture_output=True, timeout=30)  # fmt: skip
+
+    assert result.returncode == 0
+    assert result.stdout.decode().strip().endswith(__version__)
+
+
+def test_the_state_directory_is_private(run_cronlog, tmp_path):
+    run_cronlog("run", "--task-id", "sync-price-grid", "--", "true")
+
+    state = Path(tmp_path / "state" / "cronlog")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
