@@ -122,8 +122,13 @@ class Outbox:
             "rejected_at": _now(),
             "reason": reason,
         }
-        self._make_directory(self.rejected_directory)
-        _write_atomically(self.rejected_directory / entry.path.name, record)
+        try:
+            self._make_directory(self.rejected_directory)
+            _write_atomically(self.rejected_directory / entry.path.name, record)
+        except OSError as error:
+            raise StateError(
+                f"cannot keep the rejected report in {self.rejected_directory}: {error}"
+            ) from error
         self.remove(entry)
 
     def rejected(self) -> list[Entry]:
@@ -149,7 +154,10 @@ class Outbox:
             "queued_at": entry.queued_at,
             "attempts": entry.attempts + 1,
         }
-        _write_atomically(entry.path, record)
+        try:
+            _write_atomically(entry.path, record)
+        except OSError as error:
+            log.warning("cannot count the attempt in %s: %s", entry.path.name, error)
 
     @contextmanager
     def claim(self, entry: Entry) -> Iterator[bool]:
@@ -231,6 +239,8 @@ def flush(
             try:
                 reporter.send(entry.report, deadline=deadline)
             except DeliveryFailed as failure:
+                if budget is not None and time.monotonic() - started >= budget:
+                    break  # cut short by the budget, not a verdict on the dashboard
                 if not failure.refused:
                     error = str(failure)
                     outbox.note_attempt(entry)

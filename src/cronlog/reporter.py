@@ -283,9 +283,9 @@ class Reporter:
     ) -> DeliveryFailed:
         url = self.target.url
         if isinstance(error, httpx.ConnectTimeout):
-            what = f"no connection within {timeout.connect:g}s"
+            what = f"no connection within {timeout.connect:.3g}s"
         elif isinstance(error, httpx.TimeoutException):
-            message = f"no answer from {url} within {timeout.read:g}s"
+            message = f"no answer from {url} within {timeout.read:.3g}s"
             return DeliveryFailed(self._mask(message), retriable=True)
         elif isinstance(error, httpx.ConnectError):
             what = _connect_failure(error)
