@@ -1,4 +1,4 @@
-"""The runner against real child processes: exit, output, spawn errors, signals, time"""
+"""The runner with real child processes: exit, output, spawn errors, signals, time."""
 
 from __future__ import annotations
 
@@ -73,9 +73,24 @@ def driver_command(tmp_path, *argv):
     return [sys.executable, str(DRIVER), str(tmp_path / "outcome.json"), *argv]
 
 
-def start_driver(tmp_path, *argv, **options):
-    options.setdefault("stdout", subprocess.DEVNULL)
-    return subprocess.Popen(driver_command(tmp_path, *argv), env=DRIVER_ENV, **options)
+@pytest.fixture
+def start_driver(tmp_path):
+    drivers = []
+
+    def start(*argv, **options):
+        options.setdefault("stdout", subprocess.DEVNULL)
+        command = driver_command(tmp_path, *argv)
+        drivers.append(subprocess.Popen(command, env=DRIVER_ENV, **options))
+        return drivers[-1]
+
+    yield start
+
+    # A failed test may leave its driver running: two signals end it and its group.
+    for driver in drivers:
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGTERM)
+            driver.send_signal(signal.SIGTERM)
+            driver.wait(WAIT_SECONDS)
 
 
 def driver_outcome(tmp_path):
@@ -161,6 +176,26 @@ def test_it_passes_a_megabyte_through_exactly_and_keeps_only_its_end(
     assert outcome.output_tail == data[-10_000:]
 
 
+def test_its_memory_does_not_grow_with_the_output(tmp_path, start_driver):
+    driver = start_driver("head", "-c", "1G", "/dev/zero")
+
+    assert driver.wait(WAIT_SECONDS * 2) == 0
+    outcome = driver_outcome(tmp_path)
+    assert outcome["output_bytes"] == 1024**3
+    assert outcome["output_tail"] == "\0" * 64 * 1024
+    # Python and the read buffers take about 16 MiB; keeping even 64 KiB of each
+    # 1 MiB chunk would take 64 MiB more.
+    assert outcome["peak_rss_kib"] < 48 * 1024
+
+
+def test_it_keeps_no_tail_when_asked_for_none(capfdbinary):
+    outcome = run(Command(argv=["echo", "hello"], env=ENV, tail_bytes=0))
+
+    assert outcome.output_tail == b""
+    assert outcome.output_bytes == 6
+    assert capfdbinary.readouterr().out == b"hello\n"
+
+
 def test_it_passes_invalid_utf8_through_unchanged(capfdbinary):
     outcome = run(sh(r"printf '\377\376 ok \200'; printf '\303(' >&2"))
 
@@ -209,10 +244,8 @@ def test_it_runs_the_child_in_a_process_group_of_its_own(capfdbinary):
     assert capfdbinary.readouterr().out == b"True\n"
 
 
-def test_the_child_reads_cronlogs_stdin(tmp_path):
-    driver = start_driver(
-        tmp_path, "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+def test_the_child_reads_cronlogs_stdin(tmp_path, start_driver):
+    driver = start_driver("cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     out, _ = driver.communicate(b"from stdin\n", timeout=WAIT_SECONDS)
 
@@ -247,6 +280,23 @@ def test_it_restores_the_previous_signal_handlers():
         assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == before
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_it_runs_from_another_thread_leaving_the_signal_handlers_alone():
+    before = signal.getsignal(signal.SIGTERM)
+    outcomes, seen = [], []
+
+    def job():
+        outcomes.append(
+            run(sh("exit 4"), lambda: seen.append(signal.getsignal(signal.SIGTERM)))
+        )
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join(WAIT_SECONDS)
+
+    assert [outcome.exit_status for outcome in outcomes] == [4]
+    assert seen == [before]
 
 
 def test_it_measures_a_short_sleep_within_20_ms():
@@ -290,9 +340,9 @@ def test_it_sigkills_a_child_ignoring_sigterm_after_kill_after(tmp_path):
     assert wait_until_gone(read_pid(pid_file))
 
 
-def test_it_forwards_sigterm_and_leaves_no_process_of_the_group(tmp_path):
+def test_it_forwards_sigterm_and_leaves_no_process_of_the_group(tmp_path, start_driver):
     pid_file = tmp_path / "grandchild.pid"
-    driver = start_driver(tmp_path, "sh", "-c", STUBBORN_GRANDCHILD, "sh", pid_file)
+    driver = start_driver("sh", "-c", STUBBORN_GRANDCHILD, "sh", pid_file)
     grandchild = read_pid(pid_file)
 
     driver.send_signal(signal.SIGTERM)
@@ -306,11 +356,11 @@ def test_it_forwards_sigterm_and_leaves_no_process_of_the_group(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_it_exits_with_the_forwarded_signal_whatever_the_child_returns(
-    tmp_path, signum
+    tmp_path, signum, start_driver
 ):
     pid_file = tmp_path / "child.pid"
     script = 'trap "exit 0" TERM INT HUP; echo $$ > "$1"; sleep 30 & wait'
-    driver = start_driver(tmp_path, "sh", "-c", script, "sh", pid_file)
+    driver = start_driver("sh", "-c", script, "sh", pid_file)
     read_pid(pid_file)
 
     driver.send_signal(signum)
@@ -321,10 +371,10 @@ def test_it_exits_with_the_forwarded_signal_whatever_the_child_returns(
     assert outcome["forwarded_signal"] == signum
 
 
-def test_a_second_signal_kills_the_group(tmp_path):
+def test_a_second_signal_kills_the_group(tmp_path, start_driver):
     pid_file = tmp_path / "child.pid"
     script = 'trap "" TERM INT; echo $$ > "$1"; sleep 30'
-    driver = start_driver(tmp_path, "sh", "-c", script, "sh", pid_file)
+    driver = start_driver("sh", "-c", script, "sh", pid_file)
     child = read_pid(pid_file)
 
     driver.send_signal(signal.SIGTERM)
@@ -355,16 +405,16 @@ def test_it_returns_soon_after_the_exit_when_a_background_process_holds_the_pipe
     assert capfdbinary.readouterr().out == b"started\n"
 
 
-def test_it_passes_output_on_at_once_and_survives_a_broken_stdout(tmp_path):
+def test_it_passes_output_on_at_once_and_survives_a_broken_stdout(
+    tmp_path, start_driver
+):
     go = tmp_path / "go"
     script = """
     echo first
     i=0; while [ ! -e "$1" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
     seq 1 200000
     """
-    driver = start_driver(
-        tmp_path, "sh", "-c", script, "sh", go, stdout=subprocess.PIPE
-    )
+    driver = start_driver("sh", "-c", script, "sh", go, stdout=subprocess.PIPE)
 
     # The child is still waiting for `go`, so the first line was not held back.
     ready, _, _ = select.select([driver.stdout], [], [], WAIT_SECONDS)
