@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from cronlog import __version__, config, exits, jobs, tasks
+from cronlog import __version__, config, delivery, exits, jobs, tasks
 from cronlog.errors import CronlogError, UsageError, run_with_boundary
-from cronlog.run_options import RUN_OPTIONS, Option, RunOptions
+from cronlog.run_options import RUN_OPTIONS, RunOptions
 
 TEST_POST_DEADLINE = 10.0
 
@@ -225,7 +225,7 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
     from cronlog.store import open_store
 
     settings = config.resolve({}, os.environ)
-    store = open_store(jobs.state_dir_or_fail(settings) / jobs.STORE_FILE)
+    store = open_store(jobs.state_dir_or_fail(settings) / delivery.STORE_FILE)
     try:
         runs = store.runs(task_id=task_id, limit=limit)
     finally:
@@ -274,7 +274,7 @@ def flush_command(**values: Any) -> None:
     from cronlog.outbox import Outbox, flush
     from cronlog.reporter import Reporter, Target
 
-    outbox = Outbox(jobs.state_dir_or_fail(settings) / "outbox")
+    outbox = Outbox(jobs.state_dir_or_fail(settings) / delivery.OUTBOX_DIR)
     target = Target(
         settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
     )
@@ -301,7 +301,7 @@ def outbox_command(as_json: bool) -> None:
     from cronlog.outbox import Outbox
 
     settings = config.resolve({}, os.environ)
-    outbox = Outbox(jobs.state_dir_or_fail(settings) / "outbox")
+    outbox = Outbox(jobs.state_dir_or_fail(settings) / delivery.OUTBOX_DIR)
     entries = [("waiting", e) for e in outbox.pending()]
     entries += [("rejected", e) for e in outbox.rejected()]
 
@@ -394,7 +394,7 @@ def serve_command(
     """
     _configure(0)
     settings = config.resolve({"api_key_file": api_key_file}, os.environ)
-    location = db or str(jobs.state_dir_or_fail(settings) / jobs.STORE_FILE)
+    location = db or str(jobs.state_dir_or_fail(settings) / delivery.STORE_FILE)
     known = tasks.registry(settings.tasks)
 
     from cronlog.server import serve
@@ -413,7 +413,7 @@ def _record_locally(
 ) -> dict[str, Any]:
     from cronlog.store import open_store
 
-    store = open_store(state_dir / jobs.STORE_FILE)
+    store = open_store(state_dir / delivery.STORE_FILE)
     try:
         row, _created = store.record(body, idempotency_key=run_id)
     finally:
