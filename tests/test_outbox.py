@@ -300,6 +300,27 @@ def test_flush_keeps_everything_when_the_key_is_refused(server, reporter, outbox
     assert len(server.keys) == 1
 
 
+def test_an_outbox_that_cannot_be_written_is_an_error_not_a_crash(
+    server, reporter, outbox
+):
+    run_ids = queue(outbox, 2)
+    outbox.rejected_directory.write_text("a file where the directory should be")
+    server.answer = lambda number, body: 422
+
+    result = flush(reporter, outbox, budget=10, per_report_deadline=5)
+
+    assert result.error.startswith(f"cannot use the outbox {outbox.directory}: ")
+    assert (result.delivered, result.remaining, result.rejected) == (0, 2, 0)
+    assert [entry.run_id for entry in outbox.pending()] == run_ids
+
+
+def test_put_into_an_unusable_directory_raises_os_error(tmp_path):
+    (tmp_path / "state").write_text("not a directory")
+
+    with pytest.raises(OSError):
+        Outbox(tmp_path / "state" / "outbox").put(_report(0))
+
+
 def test_flush_stops_when_its_budget_is_used(server, reporter, outbox):
     queue(outbox, 50)
     server.answer = lambda number, body: time.sleep(0.05) or 200

@@ -20,6 +20,7 @@ from cronlog import __version__
 from cronlog.errors import ReportError
 from cronlog.models import TaskRun
 from cronlog.reporter import (
+    MAX_ATTEMPTS,
     USER_AGENT,
     DeliveryFailed,
     Receipt,
@@ -199,6 +200,17 @@ def test_it_never_sleeps_past_the_deadline(reporter, report, clock):
     assert sum(clock.slept) < 10
     assert caught.value.retriable
     assert f"gave up after {route.call_count} attempts" in str(caught.value)
+
+
+@respx.mock
+def test_a_clock_that_stands_still_still_ends_the_retries(report):
+    route = respx.post(URL).mock(return_value=httpx.Response(500))
+    reporter = Reporter(Target(URL, KEY), sleep=lambda seconds: None, clock=lambda: 0.0)
+
+    with pytest.raises(DeliveryFailed):
+        reporter.send(report)
+
+    assert route.call_count == MAX_ATTEMPTS
 
 
 @respx.mock

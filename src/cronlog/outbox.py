@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cronlog.errors import StateError
 from cronlog.reporter import DeliveryFailed, Report, Reporter
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,11 @@ class Outbox:
         self.rejected_directory = directory / REJECTED_DIR
 
     def put(self, report: Report) -> Path:
-        """Queue `report`; the file appears whole or not at all."""
+        """Queue `report`; the file appears whole or not at all.
+
+        Raises OSError when the directory cannot be written: whether that matters more
+        than a warning is the caller's choice (a job's run must not fail over it).
+        """
         if not _RUN_ID.fullmatch(report.run_id):
             raise ValueError(f"run ID {report.run_id!r} cannot name a file")
 
@@ -78,13 +81,8 @@ class Outbox:
             "attempts": 0,
         }
         path = self.directory / f"{time.time_ns():020d}-{report.run_id}.json"
-        try:
-            self._make_directory(self.directory)
-            _write_atomically(path, record)
-        except OSError as error:
-            raise StateError(
-                f"cannot queue the report in {self.directory}: {error}"
-            ) from error
+        self._make_directory(self.directory)
+        _write_atomically(path, record)
         return path
 
     def pending(self) -> list[Entry]:
@@ -122,13 +120,8 @@ class Outbox:
             "rejected_at": _now(),
             "reason": reason,
         }
-        try:
-            self._make_directory(self.rejected_directory)
-            _write_atomically(self.rejected_directory / entry.path.name, record)
-        except OSError as error:
-            raise StateError(
-                f"cannot keep the rejected report in {self.rejected_directory}: {error}"
-            ) from error
+        self._make_directory(self.rejected_directory)
+        _write_atomically(self.rejected_directory / entry.path.name, record)
         self.remove(entry)
 
     def rejected(self) -> list[Entry]:
@@ -219,39 +212,48 @@ def flush(
 
     A transient failure, or one a fixed configuration would cure (wrong key, wrong URL),
     stops the flush and keeps every report in order. A report the dashboard refuses
-    itself is rejected and the flush goes on.
+    itself is rejected and the flush goes on. An outbox that cannot be written is an
+    `error` in the result, not an exception, so a job's run never fails over it.
     """
     started = time.monotonic()
     delivered = rejected = 0
     error = None
+    entries: list[Entry] = []
 
-    for entry in outbox.pending():
-        deadline = per_report_deadline
-        if budget is not None:
-            left = budget - (time.monotonic() - started)
-            if left <= 0:
-                break
-            deadline = min(deadline, left)
-
-        with outbox.claim(entry) as claimed:
-            if not claimed:
-                continue
-            try:
-                reporter.send(entry.report, deadline=deadline)
-            except DeliveryFailed as failure:
-                if budget is not None and time.monotonic() - started >= budget:
-                    break  # cut short by the budget, not a verdict on the dashboard
-                if not failure.refused:
-                    error = str(failure)
-                    outbox.note_attempt(entry)
+    try:
+        entries = outbox.pending()
+        for entry in entries:
+            deadline = per_report_deadline
+            if budget is not None:
+                left = budget - (time.monotonic() - started)
+                if left <= 0:
                     break
-                outbox.reject(entry, str(failure))
-                rejected += 1
-                continue
-            outbox.remove(entry)
-            delivered += 1
+                deadline = min(deadline, left)
 
-    remaining = len(outbox)
+            with outbox.claim(entry) as claimed:
+                if not claimed:
+                    continue
+                try:
+                    reporter.send(entry.report, deadline=deadline)
+                except DeliveryFailed as failure:
+                    if budget is not None and time.monotonic() - started >= budget:
+                        break  # cut short by the budget, not the dashboard's verdict
+                    if not failure.refused:
+                        error = str(failure)
+                        outbox.note_attempt(entry)
+                        break
+                    outbox.reject(entry, str(failure))
+                    rejected += 1
+                    continue
+                outbox.remove(entry)
+                delivered += 1
+    except OSError as failure:
+        error = f"cannot use the outbox {outbox.directory}: {failure}"
+
+    try:
+        remaining = len(outbox)
+    except OSError:
+        remaining = len(entries) - delivered - rejected
     return FlushResult(delivered, remaining, rejected, error)
 
 
