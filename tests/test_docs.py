@@ -28,7 +28,9 @@ def test_the_readme_lists_every_exit_status_cronlog_chooses():
 
     for status in chosen:
         if status != exits.OK:
-            assert f"| {status} |" in readme, f"exit status {status} missing from README"
+            assert f"| {status} |" in readme, (
+                f"exit status {status} missing from README"
+            )
 
 
 def test_the_readme_names_every_config_key_and_variable():

@@ -192,8 +192,9 @@ def test_a_task_id_typo_is_refused_before_the_job_runs(
 
 
 def test_a_new_task_with_a_title_is_accepted(dashboard, run_cronlog):
-    result = run_cronlog("run", "--task-id", "nightly-backup", "--title", "Nightly backup",
-                         "--", "true")  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "nightly-backup", "--title", "Nightly backup", "--", "true"
+    )
 
     assert result.returncode == 0
     assert dashboard.bodies[0]["task_title"] == "Nightly backup"
@@ -240,8 +241,10 @@ def test_it_works_under_crons_empty_environment(ingest_server, run_cronlog, tmp_
         "CRONLOG_STATE_DIR": str(tmp_path / "state"),
     }
 
-    result = run_cronlog("run", "--task-id", "tradein-email-retry", "--",
-                         "sh", "-c", "printf 'caf\\303\\251\\n'; exit 1", env=env)  # fmt: skip
+    job = "printf 'caf\\303\\251\\n'; exit 1"
+    result = run_cronlog(
+        "run", "--task-id", "tradein-email-retry", "--", "sh", "-c", job, env=env
+    )
 
     assert result.returncode == 1
     assert result.stdout == "café\n".encode()
@@ -256,8 +259,8 @@ def test_the_job_does_not_see_cronlogs_own_key_but_keeps_the_dashboards(
 ):
     monkeypatch.setenv("CHATKIT_API_KEY", "job-uses-this")
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
-                         "sh", "-c", 'echo "${CRONLOG_API_KEY:-unset} $CHATKIT_API_KEY"')  # fmt: skip
+    job = 'echo "${CRONLOG_API_KEY:-unset} $CHATKIT_API_KEY"'
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", "sh", "-c", job)
 
     assert result.stdout == b"unset job-uses-this\n"
 

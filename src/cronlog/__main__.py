@@ -36,7 +36,18 @@ def configure_logging(verbose: int) -> None:
         logging.getLogger("httpx").setLevel(logging.INFO)
 
 
+def _reopen_closed_standard_fds() -> None:
+    """Give a closed fd 0, 1 or 2 to /dev/null, so no pipe cronlog opens takes its
+    number and reaches the job as its stdin or stdout by mistake."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    _reopen_closed_standard_fds()
     from cronlog.errors import run_with_boundary
     from cronlog.run_options import parse
 

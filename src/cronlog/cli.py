@@ -291,7 +291,8 @@ def flush_command(**values: Any) -> None:
         f"rejected {result.rejected}"
     )
     if result.remaining:
-        raise CronlogError(f"{result.remaining} reports still waiting: {result.error}")
+        why = result.error or "another cronlog is delivering them"
+        raise CronlogError(f"{result.remaining} reports still waiting: {why}")
 
 
 @app.command("outbox")
@@ -434,7 +435,7 @@ def _print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:
         Console().print(table)
         return
 
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     for row in [headers, *cells]:
         click.echo(
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -95,11 +95,10 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         url = Value(validate_url(url.value, url.source, allow_http.value), url.source)
 
     report_timeout = pick("report_timeout", "--report-timeout", DEFAULT_REPORT_TIMEOUT)
-    if isinstance(report_timeout.value, str):
-        report_timeout = Value(
-            _duration(report_timeout.value, report_timeout.source),
-            report_timeout.source,
-        )
+    seconds = _duration(str(report_timeout.value), report_timeout.source)
+    if seconds <= 0:
+        raise ConfigError(f"{report_timeout.source}: the report timeout must be above 0")
+    report_timeout = Value(seconds, report_timeout.source)
 
     state_dir = pick("state_dir", None, None)
     state_dir = (

@@ -111,15 +111,14 @@ def judge(outcome: runner.Outcome, timeout: float | None = None) -> Verdict:
     exit_status = outcome.exit_status
     if outcome.spawn_error:
         return Verdict("failed", outcome.spawn_error, exit_status)
+    if outcome.forwarded_signal:  # cronlog itself was told to stop: that comes first
+        name = _signal_name(outcome.forwarded_signal)
+        return Verdict("failed", f"terminated by {name}", exit_status)
     if outcome.timed_out:
         from cronlog.durations import format_duration
 
-        return Verdict(
-            "failed", f"timed out after {format_duration(timeout or 0)}", exit_status
-        )
-    if outcome.forwarded_signal:
-        name = _signal_name(outcome.forwarded_signal)
-        return Verdict("failed", f"terminated by {name}", exit_status)
+        limit = format_duration(timeout or 0)
+        return Verdict("failed", f"timed out after {limit}", exit_status)
     if outcome.signal:
         return Verdict(
             "failed", f"killed by {_signal_name(outcome.signal)}", exit_status

@@ -1,0 +1,146 @@
+"""The commands other than `run`: what they print on stdout and stderr, and their exit
+statuses. (`run` is tested end to end in test_e2e_run.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cronlog import exits
+from cronlog.cli import run_cli
+
+KEY = "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_list_tasks_prints_aligned_columns_when_piped(capsys):
+    status = run_cli(["list-tasks"])
+
+    out = capsys.readouterr().out.splitlines()
+    assert status == exits.OK
+    assert out[0].split() == ["ID", "TITLE", "SCHEDULE", "TIMEZONE", "NEXT", "RUN"]
+    assert any(line.startswith("tradein-auto-submit ") for line in out)
+    assert "\x1b[" not in "".join(out)
+
+
+def test_list_tasks_json_has_every_field_scripts_need(capsys):
+    run_cli(["list-tasks", "--json"])
+
+    tasks = json.loads(capsys.readouterr().out)
+    assert [t["id"] for t in tasks][:5] == [
+        "sync-price-grid", "refresh-woocommerce-catalog", "graphiti-sync",
+        "tradein-auto-submit", "tradein-email-retry",
+    ]  # fmt: skip
+    first = tasks[0]
+    assert first["schedule"] == "0 10 * * 0" and first["timezone"] == "Asia/Singapore"
+    assert first["frequency"] == "Weekly (Sunday 10:00 AM SGT)"
+    assert first["next_run"].endswith("+08:00")
+
+
+def test_config_masks_the_key_and_names_its_source(capsys, monkeypatch):
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    monkeypatch.setenv("CRONLOG_URL", "https://dash.example/x")
+
+    run_cli(["config"])
+
+    out = capsys.readouterr().out
+    assert KEY not in out and KEY[:5] not in out
+    assert "abcd…" in out and "CRONLOG_API_KEY" in out
+    assert "https://dash.example/x/api/scheduled-tasks/ingest" in out
+
+
+def test_test_post_sends_the_guides_manual_test(ingest_server, capsys, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+
+    status = run_cli(["test-post"])
+
+    assert status == exits.OK
+    [request] = ingest_server.received
+    assert request.json == {
+        "task_id": "test-task", "task_title": "Test Task", "status": "success",
+        "duration_ms": 1234, "notes": "Manual test from CLI",
+    }  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["success"] is True
+
+
+def test_test_post_explains_a_refused_key_and_exits_1(
+    ingest_server, capsys, monkeypatch
+):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    ingest_server.answer(401, {"success": False, "error": "Unauthorized"})
+
+    status = run_cli(["test-post"])
+
+    captured = capsys.readouterr()
+    assert status == exits.FAILURE
+    assert captured.out == ""
+    assert captured.err.startswith("cronlog: error: ") and captured.err.count("\n") == 1
+    assert "CHATKIT_API_KEY" in captured.err and KEY not in captured.err
+
+
+def test_test_post_names_the_url_it_could_not_reach(
+    closed_port_url, capsys, monkeypatch
+):
+    monkeypatch.setenv("CRONLOG_URL", closed_port_url)
+
+    status = run_cli(["test-post"])
+
+    assert status == exits.FAILURE
+    assert closed_port_url in capsys.readouterr().err
+
+
+def test_test_post_without_a_dashboard_goes_to_the_local_store(capsys):
+    run_cli(["test-post", "--status", "failed"])
+    capsys.readouterr()
+
+    run_cli(["history", "--json"])
+
+    [run] = json.loads(capsys.readouterr().out)
+    assert (run["task_id"], run["status"]) == ("test-task", "failed")
+
+
+def test_history_on_an_empty_store_says_how_to_fill_it(capsys):
+    status = run_cli(["history"])
+
+    captured = capsys.readouterr()
+    assert status == exits.OK
+    assert "no runs recorded yet" in captured.err
+
+
+def test_flush_without_a_dashboard_is_a_usage_error(capsys):
+    assert run_cli(["flush"]) == exits.USAGE
+    assert "CRONLOG_URL" in capsys.readouterr().err
+
+
+def test_an_empty_outbox_lists_nothing(capsys):
+    run_cli(["outbox", "--json"])
+
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--task-id", "x", "--timeout", "soon", "--", "true"], "Invalid value"),
+        (["run", "--bogus"], "No such option"),
+        (["run", "--task-id", "sync-price-grid"], "nothing to run"),
+        (["history", "--limit", "0"], "Invalid value for '--limit'"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+    status = run_cli(args)
+
+    err = capsys.readouterr().err
+    assert status == exits.USAGE
+    assert err.startswith("cronlog: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_version_and_help_exit_0(capsys):
+    assert run_cli(["--version"]) == exits.OK
+    assert "cronlog" in capsys.readouterr().out
+    assert run_cli(["run", "--help"]) == exits.OK
+    assert "crontab" in capsys.readouterr().out

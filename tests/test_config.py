@@ -1,0 +1,208 @@
+"""Settings come from flags, then environment, then the config file, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cronlog import config
+from cronlog.errors import ConfigError
+
+
+def write_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "config" / "cronlog" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            **extra}  # fmt: skip
+
+
+def test_a_flag_beats_the_environment_which_beats_the_file(tmp_path):
+    write_config(tmp_path, 'url = "https://file.example"\n')
+    env = env_for(tmp_path, CRONLOG_URL="https://env.example")
+
+    from_flag = config.resolve({"url": "https://flag.example"}, env)
+    from_env = config.resolve({}, env)
+    from_file = config.resolve({}, env_for(tmp_path))
+
+    assert (from_flag.url.value, from_flag.url.source) == (
+        "https://flag.example",
+        "--url",
+    )
+    assert (from_env.url.value, from_env.url.source) == (
+        "https://env.example",
+        "CRONLOG_URL",
+    )
+    assert from_file.url.value == "https://file.example"
+    assert from_file.url.source.startswith("config file ")
+
+
+def test_with_nothing_configured_there_is_no_dashboard(tmp_path):
+    settings = config.resolve({}, env_for(tmp_path))
+
+    assert settings.url.value is None
+    assert settings.ingest_url is None
+    assert settings.report_timeout.value == config.DEFAULT_REPORT_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["https://dash.example/prefix", "https://dash.example/prefix/",
+     "https://dash.example/prefix/api/scheduled-tasks/ingest"],
+)  # fmt: skip
+def test_the_ingest_path_is_joined_whatever_the_trailing_slash(base):
+    assert (
+        config.ingest_url(base)
+        == "https://dash.example/prefix/api/scheduled-tasks/ingest"
+    )
+
+
+def test_the_key_comes_from_cronlog_api_key_before_chatkit_api_key(tmp_path):
+    both = env_for(tmp_path, CRONLOG_API_KEY="mine", CHATKIT_API_KEY="dashboards")
+    only_chatkit = env_for(tmp_path, CHATKIT_API_KEY="dashboards")
+
+    assert config.resolve({}, both).api_key.value == "mine"
+    assert config.resolve({}, only_chatkit).api_key.value == "dashboards"
+    assert config.resolve({}, only_chatkit).api_key.source == "CHATKIT_API_KEY"
+
+
+def test_a_key_file_is_read_and_trimmed(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("  s3cret-key-value \n")
+    key_file.chmod(0o600)
+
+    settings = config.resolve({"api_key_file": str(key_file)}, env_for(tmp_path))
+
+    assert settings.api_key.value == "s3cret-key-value"
+    assert "s3cret" not in settings.api_key.source
+
+
+def test_an_empty_or_missing_key_file_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+
+    with pytest.raises(ConfigError, match="is empty"):
+        config.resolve({"api_key_file": str(empty)}, env_for(tmp_path))
+    with pytest.raises(ConfigError, match="cannot read key file"):
+        config.resolve({"api_key_file": str(tmp_path / "nope")}, env_for(tmp_path))
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = write_config(tmp_path, "url = \n")
+
+    with pytest.raises(ConfigError, match=f"config file {path} is not valid TOML"):
+        config.resolve({}, env_for(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('urll = "x"\n', "unknown key 'urll'"),
+        ("url = 3\n", "'url' must be a str"),
+        ('allow_http = "yes"\n', "'allow_http' must be a bool"),
+        ('api_key = "a"\napi_key_file = "b"\n', "not both"),
+        ('[tasks.x]\nschedule = "* * * * *"\n', "needs a title"),
+        ('[tasks.x]\ntitle = "X"\ncolour = "red"\n', "unknown key 'colour'"),
+        ('report_timeout = "soon"\n', "not a duration"),
+    ],
+)
+def test_bad_config_values_name_the_file_and_the_key(tmp_path, text, message):
+    write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError, match=message):
+        settings = config.resolve({}, env_for(tmp_path))
+        from cronlog import tasks
+
+        tasks.registry(settings.tasks)
+
+
+def test_cronlog_config_names_a_file_that_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="CRONLOG_CONFIG names"):
+        config.resolve(
+            {}, env_for(tmp_path, CRONLOG_CONFIG=str(tmp_path / "absent.toml"))
+        )
+
+
+def test_plain_http_to_another_host_is_refused_unless_allowed(tmp_path):
+    env = env_for(tmp_path, CRONLOG_URL="http://dash.example")
+
+    with pytest.raises(ConfigError, match="--allow-http"):
+        config.resolve({}, env)
+    assert config.resolve({"allow_http": True}, env).url.value == "http://dash.example"
+    assert (
+        config.resolve({}, {**env, "CRONLOG_ALLOW_HTTP": "1"}).allow_http.value is True
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8787", "http://localhost/x", "http://[::1]:9"]
+)
+def test_plain_http_to_loopback_is_fine(tmp_path, url):
+    assert config.resolve({"url": url}, env_for(tmp_path)).url.value == url
+
+
+@pytest.mark.parametrize("url", ["ftp://dash.example", "dash.example", "https://"])
+def test_a_url_that_is_not_one_is_refused(tmp_path, url):
+    with pytest.raises(ConfigError, match="is not a dashboard URL"):
+        config.resolve({"url": url}, env_for(tmp_path))
+
+
+def test_a_config_file_others_can_read_gets_a_chmod_warning(tmp_path):
+    path = write_config(tmp_path, 'api_key = "k"\n', mode=0o644)
+
+    settings = config.resolve({}, env_for(tmp_path))
+
+    assert settings.warnings == [
+        f"{path} can be read by other users; fix with: chmod 600 {path}"
+    ]
+
+
+def test_a_key_file_others_can_read_gets_a_chmod_warning(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("k")
+    key_file.chmod(0o640)
+
+    settings = config.resolve({"api_key_file": str(key_file)}, env_for(tmp_path))
+
+    assert settings.warnings == [
+        f"{key_file} can be read by other users; fix with: chmod 600 {key_file}"
+    ]
+
+
+def test_the_state_directory_follows_xdg_then_home(tmp_path):
+    xdg = config.resolve({}, env_for(tmp_path, XDG_STATE_HOME=str(tmp_path / "xdg")))
+    override = config.resolve(
+        {}, env_for(tmp_path, CRONLOG_STATE_DIR=str(tmp_path / "s"))
+    )
+
+    assert xdg.state_dir.value == tmp_path / "xdg" / "cronlog"
+    assert override.state_dir.value == tmp_path / "s"
+
+
+@pytest.mark.parametrize(
+    ("key", "masked"),
+    [(None, "(not set)"), ("short", "…"), ("abcdefghijklmnop", "abcd…")],
+)
+def test_mask_shows_at_most_four_characters(key, masked):
+    assert config.mask(key) == masked
+
+
+@pytest.mark.parametrize("value", ["-5", "0", '"nan"'])
+def test_a_report_timeout_must_be_a_positive_duration(tmp_path, value):
+    write_config(tmp_path, f"report_timeout = {value}\n")
+
+    with pytest.raises(ConfigError, match=r"report_timeout|duration"):
+        config.resolve({}, env_for(tmp_path))
+
+
+def test_a_report_timeout_may_be_seconds_or_a_duration(tmp_path):
+    write_config(tmp_path, 'report_timeout = "2m"\n')
+    assert config.resolve({}, env_for(tmp_path)).report_timeout.value == 120
+    write_config(tmp_path, "report_timeout = 7\n")
+    assert config.resolve({}, env_for(tmp_path)).report_timeout.value == 7
