@@ -31,6 +31,12 @@ def test_it_expands_variables_from_the_environment_it_is_given():
     ]
 
 
+def test_the_values_headers_reference_are_given_for_redaction():
+    headers = ["X-API-Key: ${CHATKIT_API_KEY}", "X-Empty: ${EMPTY}", "Accept: */*"]
+
+    assert http_job.referenced_values(headers, ENV) == ["k-123456"]
+
+
 def test_an_unset_variable_is_named_and_nothing_is_sent():
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(URL)

@@ -123,6 +123,12 @@ def expand_headers(
     return expanded
 
 
+def referenced_values(headers: Iterable[str], env: Mapping[str, str]) -> list[str]:
+    """The values of the variables the headers name, to redact from the notes."""
+    names = {match for header in headers for match in _VARIABLE.findall(header)}
+    return [env[name] for name in sorted(names) if env.get(name)]
+
+
 def perform(
     request: HttpRequest,
     env: Mapping[str, str],
