@@ -19,13 +19,19 @@ import pytest
 
 CRONLOG = shutil.which("cronlog", path=str(Path(sys.executable).parent)) or "cronlog"
 PROCESS_TIMEOUT = 60
+# Keys, colour, and proxies: a proxy variable would send loopback traffic elsewhere.
+ISOLATED_VARIABLES = (
+    {"CHATKIT_API_KEY", "NO_COLOR", "SSL_CERT_FILE", "CURL_HOME"}
+    | {f"{name}_proxy" for name in ("http", "https", "all", "no")}
+    | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "ALL", "NO")}
+)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the machine's cronlog settings, keys or state."""
     for name in list(os.environ):
-        if name.startswith("CRONLOG_") or name in ("CHATKIT_API_KEY", "NO_COLOR"):
+        if name.startswith("CRONLOG_") or name in ISOLATED_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cronlog import config
 from cronlog.errors import ConfigError
@@ -206,3 +208,61 @@ def test_a_report_timeout_may_be_seconds_or_a_duration(tmp_path):
     assert config.resolve({}, env_for(tmp_path)).report_timeout.value == 120
     write_config(tmp_path, "report_timeout = 7\n")
     assert config.resolve({}, env_for(tmp_path)).report_timeout.value == 7
+
+
+toml_values = st.recursive(
+    st.one_of(st.text(max_size=20), st.integers(), st.floats(allow_nan=True),
+              st.booleans()),
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.text(max_size=10), children, max_size=3)),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300))
+def test_any_file_text_loads_or_is_a_config_error(tmp_path, text):
+    path = tmp_path / "fuzz.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+
+    try:
+        document = config.load_config_file(path)
+    except ConfigError as error:
+        assert str(path) in str(error)
+        return
+    assert set(document) <= set(config.FILE_KEYS)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.dictionaries(st.sampled_from([*config.FILE_KEYS, "other"]), toml_values,
+                                max_size=4))  # fmt: skip
+def test_any_well_formed_toml_resolves_or_is_a_config_error(tmp_path, document):
+    import tomllib
+
+    path = write_config(tmp_path, _to_toml(document))
+    try:
+        tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError:
+        return  # the generator made something TOML cannot say; not the loader's case
+
+    try:
+        resolved = config.resolve({}, env_for(tmp_path))
+        from cronlog import tasks
+
+        tasks.registry(resolved.tasks)
+    except ConfigError:
+        return
+
+
+def _to_toml(document: dict) -> str:
+    import json
+
+    lines, tables = [], []
+    for key, value in document.items():
+        if isinstance(value, dict):
+            tables.append(f"[{json.dumps(key)}]")
+            tables += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()
+                       if not isinstance(v, (dict, list))]  # fmt: skip
+        else:
+            lines.append(f"{json.dumps(key)} = {json.dumps(value)}")
+    return "\n".join(lines + tables) + "\n"

@@ -97,7 +97,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     report_timeout = pick("report_timeout", "--report-timeout", DEFAULT_REPORT_TIMEOUT)
     seconds = _duration(str(report_timeout.value), report_timeout.source)
     if seconds <= 0:
-        raise ConfigError(f"{report_timeout.source}: the report timeout must be above 0")
+        raise ConfigError(f"{report_timeout.source}: the report timeout must be over 0")
     report_timeout = Value(seconds, report_timeout.source)
 
     state_dir = pick("state_dir", None, None)

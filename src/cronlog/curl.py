@@ -27,7 +27,6 @@ import contextlib
 import os
 import pwd
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +104,8 @@ def prepare(
         reason = _curlrc_reason(os.environ if env is None else env)
     if reason is not None:
         return CurlProbe(argv, None, reason)
+
+    import tempfile
 
     try:
         handle, name = tempfile.mkstemp(prefix=HEADER_FILE_PREFIX, dir=workdir)

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cronlog import config, exits, locks, notes, runner, tasks
+from cronlog import config, curl, exits, locks, notes, runner, tasks
 from cronlog.delivery import Delivery
 from cronlog.errors import StateError
 from cronlog.run_options import RunOptions
+from cronlog.status_codes import DEFAULT_OK_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
     }
     delivery = Delivery(settings, state_dir, dry_run=options.dry_run)
 
+    secrets = [settings.api_key.value] if settings.api_key.value else []
+    if options.request is not None:
+        from cronlog import http_job
+
+        http_job.expand_headers(options.headers, env)  # refuse a bad header up front
+        secrets += http_job.referenced_values(options.headers, env)
+
     lock = None
     if options.no_overlap and state_dir is not None:
         lock = locks.TaskLock(state_dir, options.task_id)
@@ -62,48 +70,132 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
 
     lost = _lost_runs(state_dir, base) if state_dir else []
     marker = _mark_in_flight(state_dir, delivery.run_id, base)
-    if options.report_start:
-        delivery.start(
-            running={**_given(base), "status": "running", "started_at": _now()}
-        )
-        delivery.wait_for_start_report()
+    try:
+        if options.report_start:
+            running = {**_given(base), "status": "running", "started_at": _now()}
+            delivery.start(running=running)
+            delivery.wait_for_start_report()
+
+        if options.request is not None:
+            finished = _perform_request(options, env, delivery)
+        else:
+            finished = _run_command(options, env, state_dir, delivery)
+
+        fields = {
+            **base,
+            "status": finished.verdict.status,
+            "started_at": finished.started_at,
+            "ended_at": finished.ended_at,
+            "duration_ms": finished.duration_ms,
+            "notes": _notes_for(finished, options.notes, secrets),
+        }
+        try:
+            delivery.finish(_given(fields), lost=[record for _, record in lost])
+        except Exception as error:  # the job has run: its exit status stands
+            log.warning("internal error while reporting: %r", error)
+        else:
+            for abandoned, _ in lost:
+                abandoned.resolve()
+        return finished.verdict.exit_status
+    finally:
+        if marker is not None:
+            marker.remove()
+        if lock is not None:
+            lock.release()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job that has run, however it ran (a child process or an HTTP request)."""
+
+    verdict: Verdict
+    started_at: datetime
+    ended_at: datetime
+    duration_ms: int
+    output_tail: bytes
+    output_bytes: int
+    http: bool = False  # an HTTP job's notes read `HTTP 500: <body>`, as the guide's
+
+
+def _run_command(
+    options: RunOptions,
+    env: Mapping[str, str],
+    state_dir: Path | None,
+    delivery: Delivery,
+) -> Finished:
+    """Run the command; a curl command is judged by the HTTP status it got, too."""
+    probe = None
+    if curl.is_curl(options.command):
+        import tempfile
+
+        workdir = state_dir or Path(tempfile.gettempdir())
+        probe = curl.prepare(options.command, workdir, job_environment(env))
 
     command = runner.Command(
-        argv=options.command,
+        argv=probe.argv if probe else options.command,
         env=job_environment(env),
         timeout=options.timeout,
         kill_after=options.kill_after,
         tail_bytes=OUTPUT_TAIL_BYTES,
     )
-    outcome = runner.run(command, on_started=delivery.start)
+    try:
+        outcome = runner.run(command, on_started=delivery.start)
+    finally:
+        http_status = curl.read_status(probe) if probe else None  # removes the file
 
     verdict = judge(outcome, options.timeout)
-    secrets = [settings.api_key.value] if settings.api_key.value else []
-    fields = {
-        **base,
-        "status": verdict.status,
-        "started_at": outcome.started_at,
-        "ended_at": outcome.ended_at,
-        "duration_ms": outcome.duration_ms,
-        "notes": _notes_for(verdict, outcome, options.notes, secrets),
-    }
-    try:
-        delivery.finish(_given(fields), lost=[record for _, record in lost])
-    except (
-        Exception
-    ) as error:  # the job has run: nothing may change its exit status now
-        log.warning(
-            "internal error while reporting (the job's status stands): %r", error
+    ended_by_itself = outcome.returncode is not None and not (
+        outcome.timed_out or outcome.forwarded_signal
+    )
+    if probe is not None and ended_by_itself:
+        ok = options.ok_status or DEFAULT_OK_STATUSES
+        verdict = Verdict(
+            *curl.judge_http(
+                outcome.exit_status, http_status, ok, probe.unprobed_reason
+            )
         )
-        return verdict.exit_status
+    return Finished(
+        verdict,
+        outcome.started_at,
+        outcome.ended_at,
+        outcome.duration_ms,
+        outcome.output_tail,
+        outcome.output_bytes,
+        http=http_status is not None,
+    )
 
-    for abandoned, _ in lost:
-        abandoned.resolve()
-    if marker is not None:
-        marker.remove()
-    if lock is not None:
-        lock.release()
-    return verdict.exit_status
+
+def _perform_request(
+    options: RunOptions, env: Mapping[str, str], delivery: Delivery
+) -> Finished:
+    """--request: cronlog makes the HTTP request itself; the body goes to stdout."""
+    from cronlog import http_job
+
+    assert options.request is not None
+    method, url = options.request
+    request = http_job.HttpRequest(
+        method=method,
+        url=url,
+        headers=options.headers,
+        data=options.data,
+        json_body=options.json_body,
+        timeout=options.request_timeout,
+        follow_redirects=options.location,
+        ok_statuses=options.ok_status or DEFAULT_OK_STATUSES,
+        tail_bytes=OUTPUT_TAIL_BYTES,
+    )
+    result = http_job.perform(request, job_environment(env), on_started=delivery.start)
+
+    status = "failed" if result.reason else "success"
+    return Finished(
+        Verdict(status, result.reason, result.exit_status),
+        result.started_at,
+        result.ended_at,
+        result.duration_ms,
+        result.body_tail,
+        result.body_bytes,
+        http=result.http_status is not None,
+    )
 
 
 def judge(outcome: runner.Outcome, timeout: float | None = None) -> Verdict:
@@ -197,16 +289,22 @@ def _mark_in_flight(
         return None
 
 
-def _notes_for(
-    verdict: Verdict, outcome: runner.Outcome, extra: str | None, secrets: list[str]
-) -> str | None:
+def _notes_for(finished: Finished, extra: str | None, secrets: list[str]) -> str | None:
     """A success says only what --notes says; a failure says why, then the output."""
+    verdict = finished.verdict
     if verdict.status == "success":
         return notes.build(None, extra=extra, secrets=secrets)
-    cut = outcome.output_bytes - len(outcome.output_tail)
-    output = notes.clean(outcome.output_tail, secrets, truncated=cut > 0)
+    cut = finished.output_bytes - len(finished.output_tail)
+    output = notes.clean(finished.output_tail, secrets, truncated=cut > 0)
+    http_failure = finished.http and (verdict.reason or "").startswith("HTTP ")
+    separator = ": " if http_failure else "\n"
     return notes.build(
-        verdict.reason, output, extra=extra, earlier_bytes=cut, secrets=secrets
+        verdict.reason,
+        output,
+        extra=extra,
+        earlier_bytes=cut,
+        secrets=secrets,
+        separator=separator,
     )
 
 

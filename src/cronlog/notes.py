@@ -61,11 +61,13 @@ def build(
     earlier_bytes: int = 0,
     secrets: Iterable[str] = (),
     limit: int = NOTES_LIMIT,
+    separator: str = "\n",
 ) -> str | None:
     """The notes: `extra` (the user's --notes), the reason line, then the output's tail.
 
     `output` is already cleaned; `earlier_bytes` counts what the runner did not keep.
-    Nothing is returned when there is nothing to say.
+    `separator` goes between the reason and the output (`HTTP 500: <body>`). Nothing
+    is returned when there is nothing to say.
     """
     head = [redact(line, secrets) for line in (extra, reason) if line]
     output = output.strip("\n")
@@ -73,7 +75,7 @@ def build(
         return _fit("\n".join(head), limit) or None
 
     prefix = "\n".join(head)
-    room = limit - len(prefix) - 1 if prefix else limit
+    room = limit - len(prefix) - len(separator) if prefix else limit
     if room <= 0:
         return _fit(prefix, limit)
 
@@ -82,7 +84,7 @@ def build(
             return _fit(prefix, limit)
         kept = output[-(room - MARKER_ROOM) :]
         output = _marker(len(output) - len(kept), earlier_bytes) + kept
-    return f"{prefix}\n{output}" if prefix else output
+    return f"{prefix}{separator}{output}" if prefix else output
 
 
 def _marker(cut_chars: int, earlier_bytes: int) -> str:
