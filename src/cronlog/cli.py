@@ -393,7 +393,7 @@ def serve_command(
       cronlog run --task-id tradein-auto-submit -- true
       open http://127.0.0.1:8787/
     """
-    _configure(0)
+    _configure(1)  # one INFO line a request
     settings = config.resolve({"api_key_file": api_key_file}, os.environ)
     location = db or str(jobs.state_dir_or_fail(settings) / delivery.STORE_FILE)
     known = tasks.registry(settings.tasks)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cronlog import config
-from cronlog.errors import CronlogError
+from cronlog.errors import CronlogError, StateError
 
 if TYPE_CHECKING:
     from cronlog.models import TaskRun
@@ -195,5 +195,5 @@ class Delivery:
                     store.record(run.to_body(), idempotency_key=run_id)
             finally:
                 store.close()
-        except (sqlite3.Error, OSError) as error:
+        except (StateError, sqlite3.Error, OSError) as error:
             log.warning("the run was not recorded in the local store: %s", error)
