@@ -414,3 +414,139 @@ def test_the_header_file_lives_where_it_was_told(tmp_path):
     assert probe.header_file.parent == Path(tmp_path)
     curl.read_status(probe)
     assert list(tmp_path.iterdir()) == [tmp_path / "home"]
+
+
+# Through the installed `cronlog`: the report the dashboard receives, the exit status
+# and stdout, for curl and for --request alike.
+
+BINARY_CASES = [
+    # path, exit status, status reported, notes, body on stdout
+    ("/200", 0, "success", None, b"synced 42 prices\n"),
+    ("/201", 0, "success", None, b'{"id":7}'),
+    ("/204", 0, "success", None, b""),
+    ("/301", 22, "failed", "HTTP 301: moved", b"moved\n"),
+    ("/404", 22, "failed", "HTTP 404: no such task", b"no such task\n"),
+    ("/500", 22, "failed", 'HTTP 500: {"error":"price grid locked"}', ERROR_BODY),
+]
+
+
+@pytest.fixture
+def dashboard(ingest_server, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", "dashboard-key-0123456789")
+    return ingest_server
+
+
+@needs_curl
+@pytest.mark.parametrize(
+    ("path", "exit_status", "status", "notes", "body"), BINARY_CASES
+)
+def test_a_curl_job_is_judged_by_its_http_status(
+    dashboard, run_cronlog, base, path, exit_status, status, notes, body
+):
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
+                         "curl", "-sS", "-X", "POST", base + path)  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (exit_status, body)
+    assert result.stderr == b""
+    [report] = dashboard.bodies
+    assert report["status"] == status
+    assert report.get("notes") == notes
+
+
+@pytest.mark.parametrize(
+    ("path", "exit_status", "status", "notes", "body"), BINARY_CASES
+)
+def test_a_request_job_is_judged_by_its_http_status(
+    dashboard, run_cronlog, base, path, exit_status, status, notes, body
+):
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit",
+                         "--request", "POST", base + path)  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (exit_status, body)
+    [report] = dashboard.bodies
+    assert report["status"] == status
+    assert report.get("notes") == notes
+
+
+@needs_curl
+def test_a_slow_answer_is_a_curl_timeout(dashboard, run_cronlog, base):
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
+                         "curl", "-sS", "--max-time", "1", base + "/slow")  # fmt: skip
+
+    assert result.returncode == 28
+    assert result.stdout == b""
+    assert dashboard.bodies[0]["notes"].startswith("curl exit 28: timed out")
+
+
+def test_a_slow_answer_is_a_request_timeout(dashboard, run_cronlog, base):
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request-timeout",
+                         "1s", "--request", "GET", base + "/slow")  # fmt: skip
+
+    assert result.returncode == 28
+    assert result.stdout == b""
+    assert dashboard.bodies[0]["status"] == "failed"
+    assert "timed out" in dashboard.bodies[0]["notes"]
+
+
+@needs_curl
+def test_a_closed_port_is_curl_exit_7(dashboard, run_cronlog, closed_port):
+    url = f"http://127.0.0.1:{closed_port}/"
+
+    result = run_cronlog(
+        "run", "--task-id", "tradein-auto-submit", "--", "curl", "-sS", url
+    )
+
+    assert result.returncode == 7
+    assert result.stdout == b""
+    assert dashboard.bodies[0]["notes"].startswith("curl exit 7: could not connect")
+
+
+def test_a_closed_port_is_request_exit_7(dashboard, run_cronlog, closed_port):
+    url = f"http://127.0.0.1:{closed_port}/"
+
+    result = run_cronlog(
+        "run", "--task-id", "tradein-auto-submit", "--request", "GET", url
+    )
+
+    assert result.returncode == 7
+    assert result.stdout == b""
+    assert "connect" in dashboard.bodies[0]["notes"]
+
+
+def test_a_request_header_reads_the_environment_and_is_redacted(
+    dashboard, run_cronlog, base, monkeypatch
+):
+    monkeypatch.setenv("JOB_KEY", "job-secret-value-42")
+
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request", "GET",
+                         base + "/404", "-H", "X-API-Key: ${JOB_KEY}")  # fmt: skip
+
+    assert result.returncode == 22
+    assert "job-secret-value-42" not in dashboard.received[0].body.decode()
+
+
+def test_an_unset_header_variable_is_refused_before_anything_is_sent(
+    dashboard, run_cronlog, base
+):
+    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request", "GET",
+                         base + "/200", "-H", "X-API-Key: ${NOT_SET_ANYWHERE}")  # fmt: skip
+
+    assert result.returncode == 2
+    assert "NOT_SET_ANYWHERE" in result.stderr.decode()
+    assert dashboard.received == []
+
+
+@needs_curl
+def test_ok_status_and_the_users_own_write_out_are_respected(
+    dashboard, run_cronlog, base
+):
+    accepted = run_cronlog("run", "--task-id", "tradein-auto-submit", "--ok-status", "404",
+                           "--", "curl", "-sS", base + "/404")  # fmt: skip
+    own_format = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
+                             "curl", "-sS", "-w", "%{http_code}", base + "/500")  # fmt: skip
+
+    assert accepted.returncode == 0
+    assert own_format.stdout == ERROR_BODY + b"500"
+    assert own_format.returncode == 22
+    assert [b["status"] for b in dashboard.bodies] == ["success", "failed"]
