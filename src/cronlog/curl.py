@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cronlog import exits
 from cronlog.status_codes import OkStatuses
 
-HTTP_ERROR_EXIT = 22  # curl --fail's code for "the server answered an HTTP error"
 HEADER_FILE_PREFIX = "curl-headers-"
 
 CURL_EXITS = {
@@ -167,7 +167,7 @@ def judge_http(
         return "failed", reason, exit_code
 
     if http_status is not None and not ok.accepts(http_status):
-        return "failed", f"HTTP {http_status}", HTTP_ERROR_EXIT
+        return "failed", f"HTTP {http_status}", exits.HTTP_ERROR
 
     return "success", None, 0
 

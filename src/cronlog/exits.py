@@ -22,3 +22,19 @@ SIGNAL_BASE = 128  # killed by signal N exits SIGNAL_BASE + N
 
 def for_signal(signum: int) -> int:
     return SIGNAL_BASE + signum
+
+
+# curl's exit statuses. `--request` uses them for the same failures, so both kinds of
+# HTTP job read alike in cron mail and monitoring.
+CURL_UNSUPPORTED_PROTOCOL = 1
+CURL_NOT_RESOLVED = 6
+CURL_NOT_CONNECTED = 7
+CURL_PARTIAL_BODY = 18
+HTTP_ERROR = 22  # curl --fail's: the answer's status is not one --ok-status accepts
+CURL_TIMED_OUT = 28
+CURL_TLS_HANDSHAKE = 35
+CURL_TOO_MANY_REDIRECTS = 47
+CURL_EMPTY_REPLY = 52
+CURL_SEND_FAILED = 55
+CURL_RECEIVE_FAILED = 56
+CURL_CERTIFICATE_NOT_TRUSTED = 60

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from cronlog import __version__
+from cronlog import __version__, exits
 from cronlog.curl import CURL_EXITS, judge_http
 from cronlog.durations import format_duration
 from cronlog.errors import UsageError
@@ -44,18 +44,6 @@ USER_AGENT = f"cronlog/{__version__}"
 FORM_TYPE = "application/x-www-form-urlencoded"  # what curl -d sends
 JSON_TYPE = "application/json"
 
-# curl's exit statuses for the failures a request can meet.
-UNSUPPORTED_PROTOCOL = 1
-NOT_RESOLVED = 6
-NOT_CONNECTED = 7
-PARTIAL_BODY = 18
-TIMED_OUT = 28
-TLS_HANDSHAKE = 35
-TOO_MANY_REDIRECTS = 47
-EMPTY_REPLY = 52
-SEND_FAILED = 55
-RECEIVE_FAILED = 56
-CERTIFICATE_NOT_TRUSTED = 60
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -270,8 +258,8 @@ def _exchange(
                 method, content = "GET", None
 
     raise _TransferFailed(
-        TOO_MANY_REDIRECTS,
-        f"{CURL_EXITS[TOO_MANY_REDIRECTS]}: more than {MAX_REDIRECTS} "
+        exits.CURL_TOO_MANY_REDIRECTS,
+        f"{CURL_EXITS[exits.CURL_TOO_MANY_REDIRECTS]}: more than {MAX_REDIRECTS} "
         f"({_show_origin(url)})",
         response.status_code,
     )
@@ -311,14 +299,15 @@ def _redirect_target(response: httpx.Response) -> httpx.URL:
         target = response.url.join(location)
     except httpx.InvalidURL as error:
         raise _TransferFailed(
-            UNSUPPORTED_PROTOCOL,
+            exits.CURL_UNSUPPORTED_PROTOCOL,
             f"the redirect to an invalid URL cannot be followed ({error})",
             response.status_code,
         ) from error
     if target.scheme not in ("http", "https"):
         raise _TransferFailed(
-            UNSUPPORTED_PROTOCOL,
-            f"{CURL_EXITS[UNSUPPORTED_PROTOCOL]}: a redirect to {target.scheme}:",
+            exits.CURL_UNSUPPORTED_PROTOCOL,
+            f"{CURL_EXITS[exits.CURL_UNSUPPORTED_PROTOCOL]}: "
+            f"a redirect to {target.scheme}:",
             response.status_code,
         )
     return target
@@ -340,13 +329,13 @@ def _remaining(
 ) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise _TransferFailed(TIMED_OUT, _timed_out(timeout, url), status)
+        raise _TransferFailed(exits.CURL_TIMED_OUT, _timed_out(timeout, url), status)
     return remaining
 
 
 def _timed_out(timeout: float, url: httpx.URL) -> str:
     return (
-        f"{CURL_EXITS[TIMED_OUT]}: no complete answer within "
+        f"{CURL_EXITS[exits.CURL_TIMED_OUT]}: no complete answer within "
         f"{format_duration(timeout)} ({_show_origin(url)})"
     )
 
@@ -369,20 +358,20 @@ def _failure(
     """curl's exit status and a person's words for a transport error."""
     where = _show_origin(url)
     if isinstance(error, httpx.TimeoutException):
-        return _TransferFailed(TIMED_OUT, _timed_out(timeout, url), status)
+        return _TransferFailed(exits.CURL_TIMED_OUT, _timed_out(timeout, url), status)
     if isinstance(error, httpx.UnsupportedProtocol):
-        code = UNSUPPORTED_PROTOCOL
+        code = exits.CURL_UNSUPPORTED_PROTOCOL
         return _TransferFailed(code, f"{CURL_EXITS[code]} ({where})", status)
 
     if isinstance(error, httpx.ConnectError):
         code, detail = _connect_failure(error)
     elif isinstance(error, httpx.RemoteProtocolError):
-        code = EMPTY_REPLY if status is None else PARTIAL_BODY
+        code = exits.CURL_EMPTY_REPLY if status is None else exits.CURL_PARTIAL_BODY
         detail = str(error) or "the server closed the connection"
     elif isinstance(error, httpx.WriteError):
-        code, detail = SEND_FAILED, str(error) or type(error).__name__
+        code, detail = exits.CURL_SEND_FAILED, str(error) or type(error).__name__
     else:
-        code, detail = RECEIVE_FAILED, str(error) or type(error).__name__
+        code, detail = exits.CURL_RECEIVE_FAILED, str(error) or type(error).__name__
     return _TransferFailed(code, f"{CURL_EXITS[code]}: {detail} ({where})", status)
 
 
@@ -393,23 +382,25 @@ def _connect_failure(error: httpx.ConnectError) -> tuple[int, str]:
         if cause is None:
             break
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return CERTIFICATE_NOT_TRUSTED, str(cause.verify_message or cause)
+            return exits.CURL_CERTIFICATE_NOT_TRUSTED, str(
+                cause.verify_message or cause
+            )
         if isinstance(cause, ssl.SSLError):
-            return TLS_HANDSHAKE, str(cause.reason or cause)
+            return exits.CURL_TLS_HANDSHAKE, str(cause.reason or cause)
         if isinstance(cause, socket.gaierror):
-            return NOT_RESOLVED, str(cause.strerror or cause)
+            return exits.CURL_NOT_RESOLVED, str(cause.strerror or cause)
         if isinstance(cause, ConnectionRefusedError):
-            return NOT_CONNECTED, "connection refused"
+            return exits.CURL_NOT_CONNECTED, "connection refused"
         cause = cause.__cause__ or cause.__context__
 
     text = str(error)
     if "certificate verify failed" in text:
-        return CERTIFICATE_NOT_TRUSTED, text
+        return exits.CURL_CERTIFICATE_NOT_TRUSTED, text
     if "SSL" in text or "TLS" in text:
-        return TLS_HANDSHAKE, text
+        return exits.CURL_TLS_HANDSHAKE, text
     if "Name or service not known" in text or "nodename nor servname" in text:
-        return NOT_RESOLVED, text
-    return NOT_CONNECTED, text or type(error).__name__
+        return exits.CURL_NOT_RESOLVED, text
+    return exits.CURL_NOT_CONNECTED, text or type(error).__name__
 
 
 class _Body:
