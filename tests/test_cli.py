@@ -28,9 +28,12 @@ def test_list_tasks_json_has_every_field_scripts_need(capsys):
 
     tasks = json.loads(capsys.readouterr().out)
     assert [t["id"] for t in tasks][:5] == [
-        "sync-price-grid", "refresh-woocommerce-catalog", "graphiti-sync",
-        "tradein-auto-submit", "tradein-email-retry",
-    ]  # fmt: skip
+        "sync-price-grid",
+        "refresh-woocommerce-catalog",
+        "graphiti-sync",
+        "tradein-auto-submit",
+        "tradein-email-retry",
+    ]
     first = tasks[0]
     assert first["schedule"] == "0 10 * * 0" and first["timezone"] == "Asia/Singapore"
     assert first["frequency"] == "Weekly (Sunday 10:00 AM SGT)"
@@ -58,9 +61,12 @@ def test_test_post_sends_the_guides_manual_test(ingest_server, capsys, monkeypat
     assert status == exits.OK
     [request] = ingest_server.received
     assert request.json == {
-        "task_id": "test-task", "task_title": "Test Task", "status": "success",
-        "duration_ms": 1234, "notes": "Manual test from CLI",
-    }  # fmt: skip
+        "task_id": "test-task",
+        "task_title": "Test Task",
+        "status": "success",
+        "duration_ms": 1234,
+        "notes": "Manual test from CLI",
+    }
     assert json.loads(capsys.readouterr().out)["success"] is True
 
 

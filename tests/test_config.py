@@ -21,8 +21,11 @@ def write_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            **extra}  # fmt: skip
+    return {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        **extra,
+    }
 
 
 def test_a_flag_beats_the_environment_which_beats_the_file(tmp_path):
@@ -55,9 +58,12 @@ def test_with_nothing_configured_there_is_no_dashboard(tmp_path):
 
 @pytest.mark.parametrize(
     "base",
-    ["https://dash.example/prefix", "https://dash.example/prefix/",
-     "https://dash.example/prefix/api/scheduled-tasks/ingest"],
-)  # fmt: skip
+    [
+        "https://dash.example/prefix",
+        "https://dash.example/prefix/",
+        "https://dash.example/prefix/api/scheduled-tasks/ingest",
+    ],
+)
 def test_the_ingest_path_is_joined_whatever_the_trailing_slash(base):
     assert (
         config.ingest_url(base)
@@ -211,12 +217,15 @@ def test_a_report_timeout_may_be_seconds_or_a_duration(tmp_path):
 
 
 toml_values = st.recursive(
-    st.one_of(st.text(max_size=20), st.integers(), st.floats(allow_nan=True),
-              st.booleans()),
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(st.text(max_size=10), children, max_size=3)),
+    st.one_of(
+        st.text(max_size=20), st.integers(), st.floats(allow_nan=True), st.booleans()
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.text(max_size=10), children, max_size=3),
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -234,8 +243,11 @@ def test_any_file_text_loads_or_is_a_config_error(tmp_path, text):
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(document=st.dictionaries(st.sampled_from([*config.FILE_KEYS, "other"]), toml_values,
-                                max_size=4))  # fmt: skip
+@given(
+    document=st.dictionaries(
+        st.sampled_from([*config.FILE_KEYS, "other"]), toml_values, max_size=4
+    )
+)
 def test_any_well_formed_toml_resolves_or_is_a_config_error(tmp_path, document):
     import tomllib
 
@@ -261,8 +273,11 @@ def _to_toml(document: dict) -> str:
     for key, value in document.items():
         if isinstance(value, dict):
             tables.append(f"[{json.dumps(key)}]")
-            tables += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()
-                       if not isinstance(v, (dict, list))]  # fmt: skip
+            tables += [
+                f"{json.dumps(k)} = {json.dumps(v)}"
+                for k, v in value.items()
+                if not isinstance(v, (dict, list))
+            ]
         else:
             lines.append(f"{json.dumps(key)} = {json.dumps(value)}")
     return "\n".join(lines + tables) + "\n"

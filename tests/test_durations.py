@@ -11,9 +11,18 @@ from cronlog.durations import format_duration, parse_duration
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("500ms", 0.5),
-     ("30", 30), ("1.5s", 1.5), ("2d", 172800), (" 5M ", 300)],
-)  # fmt: skip
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("30", 30),
+        ("1.5s", 1.5),
+        ("2d", 172800),
+        (" 5M ", 300),
+    ],
+)
 def test_it_reads_the_units_people_write(text, seconds):
     assert parse_duration(text) == seconds
 

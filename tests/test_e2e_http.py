@@ -444,8 +444,17 @@ def dashboard(ingest_server, monkeypatch):
 def test_a_curl_job_is_judged_by_its_http_status(
     dashboard, run_cronlog, base, path, exit_status, status, notes, body
 ):
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
-                         "curl", "-sS", "-X", "POST", base + path)  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--",
+        "curl",
+        "-sS",
+        "-X",
+        "POST",
+        base + path,
+    )
 
     assert (result.returncode, result.stdout) == (exit_status, body)
     assert result.stderr == b""
@@ -460,8 +469,9 @@ def test_a_curl_job_is_judged_by_its_http_status(
 def test_a_request_job_is_judged_by_its_http_status(
     dashboard, run_cronlog, base, path, exit_status, status, notes, body
 ):
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit",
-                         "--request", "POST", base + path)  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "tradein-auto-submit", "--request", "POST", base + path
+    )
 
     assert (result.returncode, result.stdout) == (exit_status, body)
     [report] = dashboard.bodies
@@ -471,8 +481,17 @@ def test_a_request_job_is_judged_by_its_http_status(
 
 @needs_curl
 def test_a_slow_answer_is_a_curl_timeout(dashboard, run_cronlog, base):
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
-                         "curl", "-sS", "--max-time", "1", base + "/slow")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "1",
+        base + "/slow",
+    )
 
     assert result.returncode == 28
     assert result.stdout == b""
@@ -480,8 +499,16 @@ def test_a_slow_answer_is_a_curl_timeout(dashboard, run_cronlog, base):
 
 
 def test_a_slow_answer_is_a_request_timeout(dashboard, run_cronlog, base):
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request-timeout",
-                         "1s", "--request", "GET", base + "/slow")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--request-timeout",
+        "1s",
+        "--request",
+        "GET",
+        base + "/slow",
+    )
 
     assert result.returncode == 28
     assert result.stdout == b""
@@ -519,8 +546,16 @@ def test_a_request_header_reads_the_environment_and_is_redacted(
 ):
     monkeypatch.setenv("JOB_KEY", "job-secret-value-42")
 
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request", "GET",
-                         base + "/404", "-H", "X-API-Key: ${JOB_KEY}")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--request",
+        "GET",
+        base + "/404",
+        "-H",
+        "X-API-Key: ${JOB_KEY}",
+    )
 
     assert result.returncode == 22
     assert "job-secret-value-42" not in dashboard.received[0].body.decode()
@@ -529,8 +564,16 @@ def test_a_request_header_reads_the_environment_and_is_redacted(
 def test_an_unset_header_variable_is_refused_before_anything_is_sent(
     dashboard, run_cronlog, base
 ):
-    result = run_cronlog("run", "--task-id", "tradein-auto-submit", "--request", "GET",
-                         base + "/200", "-H", "X-API-Key: ${NOT_SET_ANYWHERE}")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--request",
+        "GET",
+        base + "/200",
+        "-H",
+        "X-API-Key: ${NOT_SET_ANYWHERE}",
+    )
 
     assert result.returncode == 2
     assert "NOT_SET_ANYWHERE" in result.stderr.decode()
@@ -541,10 +584,28 @@ def test_an_unset_header_variable_is_refused_before_anything_is_sent(
 def test_ok_status_and_the_users_own_write_out_are_respected(
     dashboard, run_cronlog, base
 ):
-    accepted = run_cronlog("run", "--task-id", "tradein-auto-submit", "--ok-status", "404",
-                           "--", "curl", "-sS", base + "/404")  # fmt: skip
-    own_format = run_cronlog("run", "--task-id", "tradein-auto-submit", "--",
-                             "curl", "-sS", "-w", "%{http_code}", base + "/500")  # fmt: skip
+    accepted = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--ok-status",
+        "404",
+        "--",
+        "curl",
+        "-sS",
+        base + "/404",
+    )
+    own_format = run_cronlog(
+        "run",
+        "--task-id",
+        "tradein-auto-submit",
+        "--",
+        "curl",
+        "-sS",
+        "-w",
+        "%{http_code}",
+        base + "/500",
+    )
 
     assert accepted.returncode == 0
     assert own_format.stdout == ERROR_BODY + b"500"

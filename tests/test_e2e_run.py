@@ -40,8 +40,14 @@ def test_a_successful_job_is_reported_with_the_guides_fields(dashboard, run_cron
     assert request.headers["User-Agent"] == f"cronlog/{__version__}"
     assert re.fullmatch(r"[0-9a-f-]{36}", request.headers["Idempotency-Key"])
     body = request.json
-    assert set(body) == {"task_id", "task_title", "status", "started_at", "ended_at",
-                         "duration_ms"}  # fmt: skip
+    assert set(body) == {
+        "task_id",
+        "task_title",
+        "status",
+        "started_at",
+        "ended_at",
+        "duration_ms",
+    }
     assert body["task_id"] == "tradein-auto-submit"
     assert body["task_title"] == "Trade-in auto submit"
     assert body["status"] == "success"
@@ -100,8 +106,9 @@ def test_a_megabyte_of_output_passes_through_whole_and_the_notes_keep_its_end(
         "sys.stdout.write('the last words\\n'); sys.exit(1)\n"
     )
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
-                         sys.executable, "-c", program)  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", sys.executable, "-c", program
+    )
 
     assert result.returncode == 1
     assert len(result.stdout) == 20000 * 52 + len("the last words\n")
@@ -119,8 +126,9 @@ def test_invalid_utf8_output_passes_through_unchanged_and_notes_stay_valid(
     raw = b"bad \xff\xfe bytes \x1b[31mred\x1b[0m\n"
     program = f"import sys; sys.stdout.buffer.write({raw!r}); sys.exit(2)"
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
-                         sys.executable, "-c", program)  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", sys.executable, "-c", program
+    )
 
     assert result.returncode == 2
     assert result.stdout == raw
@@ -165,9 +173,16 @@ def test_a_dashboard_that_is_not_listening_changes_nothing_for_the_job(
     monkeypatch.setenv("CRONLOG_URL", closed_port_url)
 
     result = run_cronlog(
-        "run", "--task-id", "sync-price-grid", "--report-timeout", "1s", "--",
-        "sh", "-c", "echo done; exit 5",
-    )  # fmt: skip
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--report-timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "echo done; exit 5",
+    )
 
     assert result.returncode == 5
     assert result.stdout == b"done\n"
@@ -182,8 +197,9 @@ def test_a_task_id_typo_is_refused_before_the_job_runs(
 ):
     marker = tmp_path / "ran"
 
-    result = run_cronlog("run", "--task-id", "tradein-auto-submt", "--",
-                         "touch", str(marker))  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "tradein-auto-submt", "--", "touch", str(marker)
+    )
 
     assert result.returncode == 2
     assert "did you mean 'tradein-auto-submit'" in result.stderr.decode()
@@ -266,8 +282,16 @@ def test_the_job_does_not_see_cronlogs_own_key_but_keeps_the_dashboards(
 
 
 def test_dry_run_prints_the_payload_and_sends_nothing(dashboard, run_cronlog):
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--dry-run",
-                         "--notes", "rehearsal", "--", "true")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--dry-run",
+        "--notes",
+        "rehearsal",
+        "--",
+        "true",
+    )
 
     assert result.returncode == 0
     assert dashboard.received == []
@@ -293,10 +317,22 @@ def test_without_a_dashboard_runs_go_to_the_local_store(run_cronlog):
 
 def test_options_and_notes_fields_are_sent_as_given(dashboard, run_cronlog):
     run_cronlog(
-        "run", "--task-id", "sync-price-grid", "--notes", "weekly", "--log-url",
-        "https://logs.example.com/1", "--environment", "staging", "--owner", "ops",
-        "--", "sh", "-c", "echo boom; exit 1",
-    )  # fmt: skip
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--notes",
+        "weekly",
+        "--log-url",
+        "https://logs.example.com/1",
+        "--environment",
+        "staging",
+        "--owner",
+        "ops",
+        "--",
+        "sh",
+        "-c",
+        "echo boom; exit 1",
+    )
 
     body = dashboard.bodies[0]
     assert body["notes"] == "weekly\nexit 1\nboom"
@@ -319,8 +355,9 @@ def test_a_url_with_a_path_prefix_is_joined_with_or_without_a_slash(
 def test_python_dash_m_cronlog_works(run_cronlog):
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "cronlog", "--version"],
-                            capture_output=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cronlog", "--version"], capture_output=True, timeout=30
+    )
 
     assert result.returncode == 0
     assert result.stdout.decode().strip().endswith(__version__)

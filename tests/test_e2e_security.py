@@ -41,8 +41,9 @@ def test_a_job_that_prints_the_key_and_credentials_has_them_redacted(
         "echo 'GET /x?token=t0k3n&api_key=k3y password=hunter2'; exit 1"
     )
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "-v", "--",
-                         "sh", "-c", job)  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "-v", "--", "sh", "-c", job
+    )
 
     notes = dashboard.bodies[0]["notes"]
     assert KEY not in notes and "abc.def" not in notes and "hunter2" not in notes
@@ -55,8 +56,17 @@ def test_a_job_that_prints_the_key_and_credentials_has_them_redacted(
 
 
 def test_the_key_is_not_in_dry_run_output_config_or_any_log(dashboard, run_cronlog):
-    dry = run_cronlog("run", "--task-id", "sync-price-grid", "--dry-run", "-vv", "--",
-                      "sh", "-c", f"echo {KEY}; exit 2")  # fmt: skip
+    dry = run_cronlog(
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--dry-run",
+        "-vv",
+        "--",
+        "sh",
+        "-c",
+        f"echo {KEY}; exit 2",
+    )
     shown = run_cronlog("config")
     chatty = run_cronlog("run", "--task-id", "sync-price-grid", "-vv", "--", "true")
 
@@ -72,8 +82,17 @@ def test_the_key_is_not_in_the_outbox(
     monkeypatch.setenv("CRONLOG_URL", closed_port_url)
     monkeypatch.setenv("CRONLOG_API_KEY", KEY)
 
-    run_cronlog("run", "--task-id", "sync-price-grid", "--report-timeout", "300ms", "--",
-                "sh", "-c", f"echo {KEY}; exit 1")  # fmt: skip
+    run_cronlog(
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--report-timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        f"echo {KEY}; exit 1",
+    )
 
     kept = everything_cronlog_kept(tmp_path)
     assert "[redacted]" in kept
@@ -83,18 +102,28 @@ def test_the_key_is_not_in_the_outbox(
 def test_the_key_is_in_no_process_command_line(dashboard, tmp_path):
     ready = tmp_path / "ready"
     process = subprocess.Popen(
-        [CRONLOG, "run", "--task-id", "sync-price-grid", "--",
-         "sh", "-c", f"touch {ready}; sleep 2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            CRONLOG,
+            "run",
+            "--task-id",
+            "sync-price-grid",
+            "--",
+            "sh",
+            "-c",
+            f"touch {ready}; sleep 2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         command_lines = [
-            path.read_bytes() for path in Path("/proc").glob("[0-9]*/cmdline")
+            path.read_bytes()
+            for path in Path("/proc").glob("[0-9]*/cmdline")
             if path.exists()
-        ]  # fmt: skip
+        ]
     finally:
         process.wait(timeout=15)
 
@@ -119,11 +148,15 @@ def test_a_world_readable_config_file_gets_a_chmod_warning(run_cronlog, tmp_path
 
 def test_plain_http_to_another_host_is_refused_before_the_job(run_cronlog, tmp_path):
     marker = tmp_path / "ran"
-    env = {**os.environ, "CRONLOG_URL": "http://dashboard.example.com",
-           "CRONLOG_API_KEY": KEY}  # fmt: skip
+    env = {
+        **os.environ,
+        "CRONLOG_URL": "http://dashboard.example.com",
+        "CRONLOG_API_KEY": KEY,
+    }
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
-                         "touch", str(marker), env=env)  # fmt: skip
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", "touch", str(marker), env=env
+    )
 
     assert result.returncode == 2
     assert "--allow-http" in result.stderr.decode()
@@ -148,8 +181,15 @@ def test_any_bytes_a_job_prints_give_valid_json_notes(dashboard, run_cronlog, tm
         bytes(range(256)) * 40 + b"<script>alert(1)</script>\xed\xa0\x80"
     )
 
-    result = run_cronlog("run", "--task-id", "sync-price-grid", "--",
-                         "sh", "-c", f"cat {hostile}; exit 1")  # fmt: skip
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--",
+        "sh",
+        "-c",
+        f"cat {hostile}; exit 1",
+    )
 
     assert result.returncode == 1
     raw = dashboard.received[0].body

@@ -84,9 +84,13 @@ def test_any_bytes_give_valid_json_notes_within_the_limit(
     raw, reason, extra, earlier, limit
 ):
     built = notes.build(
-        reason, notes.clean(raw, ["secret-key"], truncated=earlier > 0),
-        extra=extra, earlier_bytes=earlier, secrets=["secret-key"], limit=limit,
-    )  # fmt: skip
+        reason,
+        notes.clean(raw, ["secret-key"], truncated=earlier > 0),
+        extra=extra,
+        earlier_bytes=earlier,
+        secrets=["secret-key"],
+        limit=limit,
+    )
 
     if built is None:
         return

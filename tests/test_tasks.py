@@ -43,9 +43,11 @@ def test_every_five_minutes_fires_on_the_next_multiple_of_five():
 
 def test_the_config_file_adds_and_overrides_tasks():
     known = tasks.registry(
-        {"nightly": {"title": "Nightly", "schedule": "0 3 * * *"},
-         "graphiti-sync": {"title": "Graphiti (new name)"}}
-    )  # fmt: skip
+        {
+            "nightly": {"title": "Nightly", "schedule": "0 3 * * *"},
+            "graphiti-sync": {"title": "Graphiti (new name)"},
+        }
+    )
 
     assert known["nightly"].title == "Nightly"
     assert known["nightly"].timezone == "UTC"
@@ -72,9 +74,11 @@ def test_an_id_like_nothing_known_gets_no_suggestion_but_the_way_out():
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"title": "X", "timezone": "Mars/Olympus"}, "unknown timezone"),
-     ({"title": "X", "schedule": "every day"}, "not a cron expression")],
-)  # fmt: skip
+    [
+        ({"title": "X", "timezone": "Mars/Olympus"}, "unknown timezone"),
+        ({"title": "X", "schedule": "every day"}, "not a cron expression"),
+    ],
+)
 def test_a_bad_schedule_or_timezone_is_a_config_error(fields, message):
     task = tasks.registry({"x": fields})["x"]
 

@@ -159,9 +159,11 @@ def list_tasks(as_json: bool) -> None:
 @click.option("--task-id", default="test-task", show_default=True)
 @click.option("--title", default="Test Task", show_default=True)
 @click.option(
-    "--status", type=click.Choice(["success", "failed", "running"]), default="success",
+    "--status",
+    type=click.Choice(["success", "failed", "running"]),
+    default="success",
     show_default=True,
-)  # fmt: skip
+)
 @click.option(
     "--duration-ms", type=click.IntRange(min=0), default=1234, show_default=True
 )
@@ -400,8 +402,13 @@ def serve_command(
 
     from cronlog.server import serve
 
-    serve(host=host, port=port, db=location, api_key=settings.api_key.value,
-          tasks=list(known.values()))  # fmt: skip
+    serve(
+        host=host,
+        port=port,
+        db=location,
+        api_key=settings.api_key.value,
+        tasks=list(known.values()),
+    )
 
 
 def _flags(values: dict[str, Any]) -> dict[str, Any]:

@@ -280,8 +280,12 @@ def _mark_in_flight(
 ) -> locks.RunMarker | None:
     if state_dir is None:
         return None
-    record = {"run_id": run_id, "task_id": base["task_id"], "started_at": _now_text(),
-              "pid": os.getpid()}  # fmt: skip
+    record = {
+        "run_id": run_id,
+        "task_id": base["task_id"],
+        "started_at": _now_text(),
+        "pid": os.getpid(),
+    }
     try:
         return locks.RunMarker(state_dir, record)
     except OSError as error:

@@ -267,8 +267,11 @@ def parse(argv: Sequence[str]) -> RunOptions | None:
             )
         position += (0 if has_value else taken) + 1
 
-    command = tuple(argv[position + 1 :] if argv[position : position + 1] == ["--"]
-                    else argv[position:])  # fmt: skip
+    command = tuple(
+        argv[position + 1 :]
+        if argv[position : position + 1] == ["--"]
+        else argv[position:]
+    )
     if not values["task_id"] or not (command or values["request"]):
         return None
     values["headers"] = tuple(values["headers"])
