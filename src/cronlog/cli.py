@@ -21,6 +21,13 @@ from cronlog.errors import CronlogError, UsageError, run_with_boundary
 from cronlog.run_options import RUN_OPTIONS, RunOptions
 
 TEST_POST_DEADLINE = 10.0
+WRAPPING_COLUMNS = {"TITLE", "NOTES", "VALUE", "SOURCE"}
+UNBROKEN_COLUMNS = {"ID", "TASK", "SCHEDULE", "STATUS", "RUN ID"}
+STATUS_STYLES = {
+    "success": "[green]success[/]",
+    "failed": "[bold red]failed[/]",
+    "running": "[yellow]running[/]",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -436,9 +443,17 @@ def _print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(*headers, box=None, header_style="bold")
+        # IDs never break; free text wraps at words; times and zones may fold.
+        table = Table(box=None, header_style="bold")
+        for header in headers:
+            if header in WRAPPING_COLUMNS:
+                table.add_column(header, min_width=14)
+            else:
+                table.add_column(
+                    header, no_wrap=header in UNBROKEN_COLUMNS, overflow="fold"
+                )
         for row in cells:
-            table.add_row(*row)
+            table.add_row(*(STATUS_STYLES.get(cell, cell) for cell in row))
         Console().print(table)
         return
 
@@ -457,10 +472,10 @@ def _short_time(value: str | None) -> str:
 
 
 def _local_time(value: str | None) -> str:
-    """A time in the zone it was given in, as the schedule reads it."""
+    """A time in the zone it was given in (the TIMEZONE column names it)."""
     if not value:
         return "-"
-    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M %Z")
+    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
 
 
 def _milliseconds(value: int | None) -> str:
