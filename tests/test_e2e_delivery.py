@@ -220,7 +220,7 @@ def test_a_dashboard_slower_than_the_deadline_leaves_the_report_in_the_outbox(
     elapsed = time.monotonic() - started
 
     assert result.returncode == 3
-    assert elapsed < 3.0  # the 1 s deadline plus start-up, far from the server's 5 s
+    assert elapsed < 4.0  # the 1 s deadline plus start-up, short of the server's 5 s
     assert "outbox" in result.stderr.decode()
     [waiting] = _outbox_listing(run_cronlog)
     assert waiting["state"] == "waiting"
@@ -239,8 +239,9 @@ class Backlog:
 def backlog(tmp_path_factory) -> Backlog:
     """A hundred runs made while the dashboard was down, queued once per module.
 
-    Made by real `cronlog run` processes, a few at a time to keep the time down on two
-    cores; so their queue order, not their counter, is the order to deliver in.
+    Slow (about 50 s, the longest step of these tests): a hundred Python start-ups,
+    each importing httpx and pydantic. They run a few at a time to keep the time down
+    on two cores, so their queue order, not their counter, is the order to deliver in.
     """
     home = tmp_path_factory.mktemp("backlog")
     env = {
@@ -356,6 +357,7 @@ def test_a_flush_killed_midway_loses_nothing(dashboard, queued, run_cronlog):
 def test_fifty_concurrent_runs_with_the_dashboard_down_leave_fifty_intact_entries(
     closed_port_url, monkeypatch, tmp_path
 ):
+    # Slow (about 20 s): fifty Python start-ups on two cores, and they must overlap.
     monkeypatch.setenv("CRONLOG_URL", closed_port_url)
     marker = tmp_path / "ran"
     command = [CRONLOG, "run", "--task-id", TASK, "--report-timeout", "1s"]
@@ -466,3 +468,21 @@ def test_a_report_blocked_by_a_missing_ca_bundle_waits_in_the_outbox(
     assert result.returncode == 0
     assert "missing.pem" in result.stderr.decode()
     assert len(_outbox_listing(run_cronlog)) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with --report-start, the final report waits out the start report's 5 s",
+)
+def test_report_start_with_the_dashboard_down_returns_in_about_the_deadline(
+    closed_port_url, monkeypatch, run_cronlog
+):
+    monkeypatch.setenv("CRONLOG_URL", closed_port_url)
+
+    started = time.monotonic()
+    result = run_cronlog("run", "--task-id", TASK, "--report-start",
+                         "--report-timeout", "1s", "--", "true")  # fmt: skip
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0
+    assert elapsed < 3.0  # as without --report-start: the 1 s deadline and start-up
