@@ -110,9 +110,13 @@ def isolated_env(scratch: Path, url: str | None) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("CRONLOG_") and name not in ("CHATKIT_API_KEY",)
+        if not name.startswith("CRONLOG_")
+        and name not in ("CHATKIT_API_KEY", "PYTHONDONTWRITEBYTECODE")
     }
     env |= {
+        # Bytecode compiled once (the warm-up round), as an installed cronlog has it,
+        # even where the checkout's own __pycache__ is stale or may not be written.
+        "PYTHONPYCACHEPREFIX": str(scratch / "pycache"),
         "XDG_CONFIG_HOME": str(scratch / "config"),
         "XDG_STATE_HOME": str(scratch / "state"),
         "HOME": str(scratch / "home"),
