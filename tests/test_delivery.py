@@ -207,18 +207,14 @@ def test_a_dashboard_that_never_answers_holds_the_job_back_at_most_a_second(
     assert [e.run_id for e in outbox_of(state_dir).pending()] == [sending.run_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a CA bundle that cannot be loaded drops the report: not sent, not queued",
-)
 def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
     ingest_server, state_dir, tmp_path
 ):
-    sending = Delivery(
-        settings_for(ingest_server.url, ca_bundle=str(tmp_path / "missing.pem")),
-        state_dir,
-        dry_run=False,
-    )
+    bundle = tmp_path / "removed-after-the-check.pem"
+    bundle.write_text("not a certificate\n")
+    settings = settings_for(ingest_server.url, ca_bundle=str(bundle))
+    bundle.unlink()
+    sending = Delivery(settings, state_dir, dry_run=False)
 
     sending.start()
     try:

@@ -455,25 +455,29 @@ def test_the_job_runs_exactly_once_whatever_the_dashboard_does(
     assert _runs_of(marker) == ["x"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a CA bundle that cannot be loaded drops the report: not sent, not queued",
-)
-def test_a_report_blocked_by_a_missing_ca_bundle_waits_in_the_outbox(
+def test_a_missing_ca_bundle_is_refused_before_the_job_runs(
     dashboard, run_cronlog, tmp_path
 ):
-    result = run_cronlog("run", "--task-id", TASK, "--ca-bundle",
-                         str(tmp_path / "missing.pem"), "--", "true")  # fmt: skip
+    marker = tmp_path / "ran"
 
-    assert result.returncode == 0
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        TASK,
+        "--ca-bundle",
+        str(tmp_path / "missing.pem"),
+        "--",
+        "touch",
+        str(marker),
+    )
+
+    assert result.returncode == 2
+    assert "--ca-bundle: cannot read CA bundle" in result.stderr.decode()
     assert "missing.pem" in result.stderr.decode()
-    assert len(_outbox_listing(run_cronlog)) == 1
+    assert not marker.exists()
+    assert dashboard.arrivals == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --report-start, the final report waits out the start report's 5 s",
-)
 def test_report_start_with_the_dashboard_down_returns_in_about_the_deadline(
     closed_port_url, monkeypatch, run_cronlog
 ):

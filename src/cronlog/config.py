@@ -107,13 +107,19 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         else Value(default_state_dir(env), "default")
     )
 
+    ca_bundle = pick("ca_bundle", "--ca-bundle")
+    if ca_bundle.value and not os.access(Path(ca_bundle.value).expanduser(), os.R_OK):
+        raise ConfigError(
+            f"{ca_bundle.source}: cannot read CA bundle {ca_bundle.value}"
+        )
+
     return Settings(
         url=url,
         api_key=_resolve_api_key(flags, env, document, where),
         environment=pick("environment", "--environment"),
         owner=pick("owner", "--owner"),
         report_timeout=report_timeout,
-        ca_bundle=pick("ca_bundle", "--ca-bundle"),
+        ca_bundle=ca_bundle,
         allow_http=allow_http,
         state_dir=state_dir,
         config_file=config_file,

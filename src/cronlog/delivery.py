@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 STORE_FILE = "runs.sqlite3"
 OUTBOX_DIR = "outbox"
 REPORT_START_WAIT = 1.0  # the longest --report-start may hold back the job
-REPORT_START_DEADLINE = 5.0  # the `running` report keeps trying this long meanwhile
+REPORT_START_DEADLINE = 5.0  # the `running` report keeps trying this long (at most
+# --report-timeout), while the job runs; the final report waits for it, to stay last
 BACKLOG_BUDGET = 10.0  # how long one run may spend delivering older reports
 BACKLOG_REPORT_DEADLINE = 5.0
 
@@ -47,6 +48,7 @@ class Delivery:
         self._reporter: Reporter | None = None
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._cannot_send: str | None = None
         self._start_reported = threading.Event()
 
     @property
@@ -72,9 +74,7 @@ class Delivery:
     ) -> None:
         """Deliver this run's report, then those of `lost` runs, then the backlog."""
         if self._thread is None:
-            self._prepare(
-                None
-            )  # the job never started, so there was nothing to overlap
+            self._prepare(None)  # the job never started: there was nothing to overlap
         else:
             self._thread.join()
         if self._failure is not None:
@@ -89,6 +89,8 @@ class Delivery:
                 self._print(run)
         elif self._reporter is not None:
             self._send(runs, self._reporter)
+        elif self.to_dashboard:
+            self._keep_all(runs, self._cannot_send or "the reporter could not start")
         else:
             self._record_locally(runs)
 
@@ -104,10 +106,13 @@ class Delivery:
                     api_key=self.settings.api_key.value,
                     ca_bundle=self.settings.ca_bundle.value,
                 )
-                self._reporter = Reporter(
-                    target, deadline=self.settings.report_timeout.value
-                )
-                self._reporter.warm_up()
+                reporter = Reporter(target, deadline=self.settings.report_timeout.value)
+                try:
+                    reporter.warm_up()
+                except CronlogError as error:  # e.g. an unreadable CA bundle
+                    self._cannot_send = str(error)
+                else:
+                    self._reporter = reporter
             if running is not None:
                 self._report_start(running)
         except BaseException as error:  # handed to the main thread by finish()
@@ -127,8 +132,9 @@ class Delivery:
             from cronlog.reporter import Report
 
             report = Report(run_id=f"{self.run_id}-start", body=run.to_body())
+            deadline = min(REPORT_START_DEADLINE, self.settings.report_timeout.value)
             try:
-                self._reporter.send(report, deadline=REPORT_START_DEADLINE)
+                self._reporter.send(report, deadline=deadline)
             except CronlogError as error:
                 log.info("the start of the run was not reported: %s", error)
 
@@ -162,6 +168,14 @@ class Delivery:
                         BACKLOG_REPORT_DEADLINE, self.settings.report_timeout.value
                     ),
                 )
+
+    def _keep_all(self, runs: list[tuple[str, TaskRun]], why: str) -> None:
+        from cronlog.outbox import Outbox
+        from cronlog.reporter import Report
+
+        outbox = Outbox(self.state_dir / OUTBOX_DIR) if self.state_dir else None
+        for run_id, run in runs:
+            self._keep(Report(run_id=run_id, body=run.to_body()), outbox, why)
 
     def _keep(self, report: Report, outbox: Outbox | None, why: str) -> None:
         if outbox is None:

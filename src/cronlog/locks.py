@@ -73,7 +73,8 @@ class RunMarker:
 
     def __init__(self, state_dir: Path, record: dict[str, Any]) -> None:
         directory = state_dir / INFLIGHT_DIR / _file_name(record["task_id"])
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.parent.mkdir(mode=0o700, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
         self.path = directory / f"{record['run_id']}.json"
 
         # Locked and written under a hidden name first, so that no other cronlog can
