@@ -192,7 +192,7 @@ def test_a_dashboard_that_never_answers_holds_the_job_back_at_most_a_second(
 ):
     monkeypatch.setattr(delivery, "REPORT_START_DEADLINE", 1.5)  # to end it sooner
     sending = Delivery(
-        settings_for(silent_server, report_timeout="200ms"), state_dir, dry_run=False
+        settings_for(silent_server, report_timeout="2s"), state_dir, dry_run=False
     )
 
     started = time.monotonic()
