@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from cronlog import __version__
+from cronlog.config import INGEST_PATH
 from cronlog.errors import ReportError
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ USER_AGENT = f"cronlog/{__version__}"
 
 QUOTE_LIMIT = 200
 KEY_MASK = "***"
-INGEST_PATH = "/api/scheduled-tasks/ingest"
 
 
 class DeliveryFailed(ReportError):
