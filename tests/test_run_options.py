@@ -113,7 +113,7 @@ def test_anything_unusual_is_left_to_click(argv):
 
 
 def test_every_option_feeds_a_field_of_run_options():
-    fields = set(RunOptions.__dataclass_fields__) - {"command"}
+    fields = set(RunOptions.__slots__) - {"command"}
 
     assert {option.dest for option in RUN_OPTIONS} == fields
 

@@ -10,23 +10,41 @@ leaves to click, so there is one behaviour and one set of error messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-
 from cronlog.durations import parse_duration
 from cronlog.status_codes import parse_ok_statuses
 
+# Plain classes and no runtime `typing`: `dataclasses` and `typing` would cost more to
+# import than everything else `cronlog run` does before the job starts.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
-@dataclass(frozen=True)
+    from cronlog.status_codes import OkStatuses
+
+
 class Option:
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    kind: str = "value"  # value | flag | count | multiple | pair
-    metavar: str | None = None
-    convert: Callable[[str], Any] | None = None
-    default: Any = None
+    """One option of `cronlog run`: its flags, the field it fills, its help."""
+
+    __slots__ = ("convert", "default", "dest", "flags", "help", "kind", "metavar")
+
+    def __init__(
+        self,
+        flags: tuple[str, ...],
+        dest: str,
+        help: str,
+        kind: str = "value",  # value | flag | count | multiple | pair
+        metavar: str | None = None,
+        convert: Callable[[str], Any] | None = None,
+        default: Any = None,
+    ) -> None:
+        self.flags = flags
+        self.dest = dest
+        self.help = help
+        self.kind = kind
+        self.metavar = metavar
+        self.convert = convert
+        self.default = default
 
     @property
     def initial(self) -> Any:
@@ -191,35 +209,102 @@ RUN_OPTIONS: tuple[Option, ...] = (
 )
 
 
-@dataclass(frozen=True)
 class RunOptions:
     """What one `cronlog run` line asked for; every field is an option's `dest`."""
 
-    command: tuple[str, ...]
-    task_id: str
-    title: str | None = None
-    notes: str | None = None
-    log_url: str | None = None
-    environment: str | None = None
-    owner: str | None = None
-    url: str | None = None
-    api_key_file: str | None = None
-    ca_bundle: str | None = None
-    allow_http: bool = False
-    timeout: float | None = None
-    kill_after: float = 10.0
-    report_timeout: float | None = None
-    report_start: bool = False
-    no_overlap: bool = False
-    ok_status: Any = None
-    request: tuple[str, str] | None = None
-    headers: tuple[str, ...] = ()
-    data: str | None = None
-    json_body: str | None = None
-    request_timeout: float = 30.0
-    location: bool = False
-    dry_run: bool = False
-    verbose: int = 0
+    __slots__ = (
+        "allow_http",
+        "api_key_file",
+        "ca_bundle",
+        "command",
+        "data",
+        "dry_run",
+        "environment",
+        "headers",
+        "json_body",
+        "kill_after",
+        "location",
+        "log_url",
+        "no_overlap",
+        "notes",
+        "ok_status",
+        "owner",
+        "report_start",
+        "report_timeout",
+        "request",
+        "request_timeout",
+        "task_id",
+        "timeout",
+        "title",
+        "url",
+        "verbose",
+    )
+
+    def __init__(
+        self,
+        *,
+        command: tuple[str, ...],
+        task_id: str,
+        title: str | None = None,
+        notes: str | None = None,
+        log_url: str | None = None,
+        environment: str | None = None,
+        owner: str | None = None,
+        url: str | None = None,
+        api_key_file: str | None = None,
+        ca_bundle: str | None = None,
+        allow_http: bool = False,
+        timeout: float | None = None,
+        kill_after: float = 10.0,
+        report_timeout: float | None = None,
+        report_start: bool = False,
+        no_overlap: bool = False,
+        ok_status: OkStatuses | None = None,
+        request: tuple[str, str] | None = None,
+        headers: tuple[str, ...] = (),
+        data: str | None = None,
+        json_body: str | None = None,
+        request_timeout: float = 30.0,
+        location: bool = False,
+        dry_run: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        self.command = command
+        self.task_id = task_id
+        self.title = title
+        self.notes = notes
+        self.log_url = log_url
+        self.environment = environment
+        self.owner = owner
+        self.url = url
+        self.api_key_file = api_key_file
+        self.ca_bundle = ca_bundle
+        self.allow_http = allow_http
+        self.timeout = timeout
+        self.kill_after = kill_after
+        self.report_timeout = report_timeout
+        self.report_start = report_start
+        self.no_overlap = no_overlap
+        self.ok_status = ok_status
+        self.request = request
+        self.headers = headers
+        self.data = data
+        self.json_body = json_body
+        self.request_timeout = request_timeout
+        self.location = location
+        self.dry_run = dry_run
+        self.verbose = verbose
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunOptions):
+            return NotImplemented
+        return all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"RunOptions({given})"
 
 
 def parse(argv: Sequence[str]) -> RunOptions | None:

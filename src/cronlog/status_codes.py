@@ -8,6 +8,8 @@ DEFAULT_OK = "2xx"
 class OkStatuses:
     """A set of accepted statuses: exact codes and whole classes such as `2xx`."""
 
+    __slots__ = ("classes", "codes", "text")
+
     def __init__(
         self, codes: frozenset[int], classes: frozenset[int], text: str
     ) -> None:
