@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,222 @@ def test_a_url_that_is_not_one_is_refused(tmp_path, url):
         config.resolve({"url": url}, env_for(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:18790?x=1#frag",
+        "https://dash.example/prefix?token=t",
+        "https://dash.example/#top",
+        "https://dash.example/?",
+    ],
+)
+def test_a_url_with_a_query_or_fragment_is_refused(tmp_path, url):
+    with pytest.raises(ConfigError, match="query or fragment") as raised:
+        config.resolve({"url": url}, env_for(tmp_path))
+
+    assert str(raised.value).startswith("--url: ")
+    assert "token=t" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:pw-secret@127.0.0.1:8787", "https://pw-secret@dash.example/x"]
+)
+def test_credentials_in_the_url_are_refused_without_being_shown(tmp_path, url):
+    env = env_for(tmp_path, CRONLOG_URL=url)
+
+    with pytest.raises(ConfigError, match="reverse proxy") as raised:
+        config.resolve({}, env)
+
+    assert str(raised.value).startswith("CRONLOG_URL: ")
+    assert "pw-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:8x", "Port could not be cast"),
+        ("http://127.0.0.1:0", "port 0"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://[not-an-address]/", "not a valid URL"),
+        ("https://dash.example/a b", "a space or a control character"),
+        ("https://dash.example/\nx", "a space or a control character"),
+    ],
+)
+def test_a_malformed_url_is_a_config_error_naming_it_and_its_source(
+    tmp_path, url, problem
+):
+    write_config(tmp_path, f"url = {json.dumps(url)}\n")
+
+    with pytest.raises(ConfigError, match=problem) as raised:
+        config.resolve({}, env_for(tmp_path))
+
+    assert str(raised.value).startswith("config file ")
+    assert repr(url) in str(raised.value)
+
+
+def test_the_ingest_path_goes_after_the_port_and_path_of_the_url(tmp_path):
+    settings = config.resolve({"url": "http://[::1]:8787/"}, env_for(tmp_path))
+
+    assert settings.ingest_url == "http://[::1]:8787/api/scheduled-tasks/ingest"
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("first-line-part\nsecond-line-part", "is more than one line"),
+        ("first-line-part\rsecond-line-part", "is more than one line"),
+        ("first-line-part\x01second-line-part", "holds a control character"),
+        ("first-line-part second-line-part", "holds a space"),
+        ("first-line-part\u00e9second-line-part", "not ASCII"),
+    ],
+)
+def test_a_key_that_no_http_header_can_carry_is_refused_without_being_shown(
+    tmp_path, key, problem
+):
+    env = env_for(tmp_path, CRONLOG_API_KEY=key)
+
+    with pytest.raises(ConfigError, match=problem) as raised:
+        config.resolve({}, env)
+
+    message = str(raised.value)
+    assert message.startswith("CRONLOG_API_KEY: ")
+    assert "line-part" not in message
+
+
+def test_a_two_line_key_file_is_refused_naming_the_file(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("first-line-part\nsecond-line-part\n")
+    key_file.chmod(0o600)
+
+    with pytest.raises(ConfigError, match="more than one line") as raised:
+        config.resolve({"api_key_file": str(key_file)}, env_for(tmp_path))
+
+    assert str(raised.value).startswith(f"--api-key-file ({key_file}): ")
+    assert "line-part" not in str(raised.value)
+
+
+def test_a_key_in_the_config_file_is_checked_too(tmp_path):
+    path = write_config(tmp_path, 'api_key = "first-line-part\\tsecond-line-part"\n')
+
+    with pytest.raises(ConfigError, match="control character") as raised:
+        config.resolve({}, env_for(tmp_path))
+
+    assert str(raised.value).startswith(f"config file {path}: ")
+    assert "line-part" not in str(raised.value)
+
+
+def test_an_empty_key_in_the_config_file_is_refused(tmp_path):
+    write_config(tmp_path, 'api_key = " "\n')
+
+    with pytest.raises(ConfigError, match="the API key is empty"):
+        config.resolve({}, env_for(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["environment", "owner"])
+@pytest.mark.parametrize("value", ["", "  ", "x" * 201])
+def test_a_blank_or_overlong_environment_or_owner_flag_is_refused(
+    tmp_path, name, value
+):
+    with pytest.raises(ConfigError, match=rf"^--{name}: {name} is") as raised:
+        config.resolve({name: value}, env_for(tmp_path))
+
+    assert ("empty" in str(raised.value)) == (len(value) < 200)
+
+
+def test_a_blank_environment_in_the_config_file_is_refused_naming_it(tmp_path):
+    path = write_config(tmp_path, 'environment = ""\n')
+
+    with pytest.raises(ConfigError) as raised:
+        config.resolve({}, env_for(tmp_path))
+
+    assert str(raised.value).startswith(f"config file {path}: environment is empty")
+
+
+def test_an_overlong_owner_variable_is_refused_naming_it(tmp_path):
+    env = env_for(tmp_path, CRONLOG_OWNER="o" * 201)
+
+    with pytest.raises(ConfigError) as raised:
+        config.resolve({}, env)
+
+    assert str(raised.value).startswith("CRONLOG_OWNER: owner is 201 characters")
+
+
+def test_an_empty_environment_variable_means_not_set(tmp_path):
+    settings = config.resolve({}, env_for(tmp_path, CRONLOG_ENVIRONMENT=""))
+
+    assert (settings.environment.value, settings.environment.source) == (
+        None,
+        "default",
+    )
+
+
+def test_names_at_the_limit_are_kept_as_given(tmp_path):
+    name = "e" * 200
+
+    settings = config.resolve({"environment": name, "owner": "Ops"}, env_for(tmp_path))
+
+    assert settings.environment.value == name
+    assert settings.owner.value == "Ops"
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('[tasks."a b"]', "holds a space or an invisible character"),
+        ('[tasks."a\\nb"]', "holds a space or an invisible character"),
+        ('[tasks."a\\u0007b"]', "holds a space or an invisible character"),
+        ('[tasks.""]', "the task ID is empty"),
+        (f"[tasks.{'t' * 201}]", "is 201 characters"),
+    ],
+)
+def test_a_bad_task_id_in_the_config_file_is_refused(tmp_path, table, problem):
+    path = write_config(tmp_path, f'{table}\ntitle = "T"\n')
+
+    with pytest.raises(ConfigError, match=problem) as raised:
+        config.resolve({}, env_for(tmp_path))
+
+    assert str(raised.value).startswith(f"config file {path}: [tasks]: ")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_task_title_over_the_limit_is_refused(tmp_path):
+    write_config(tmp_path, f'[tasks.nightly]\ntitle = "{"T" * 201}"\n')
+
+    with pytest.raises(ConfigError, match=r"\[tasks.nightly\] the title is 201"):
+        config.resolve({}, env_for(tmp_path))
+
+
+def test_paths_are_plain_strings(tmp_path):
+    path = write_config(tmp_path, 'state_dir = "~/state"\n')
+
+    settings = config.resolve({}, {**env_for(tmp_path), "HOME": str(tmp_path)})
+
+    assert settings.config_file == str(path)
+    assert settings.state_dir.value == os.path.expanduser("~/state")
+
+
+COSTLY_MODULES = {"dataclasses", "typing", "pathlib", "re", "tomllib", "urllib"}
+
+
+def test_without_a_file_or_url_resolving_imports_nothing_costly(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cronlog import config, tasks; "
+        f"s = config.resolve({{}}, {env_for(tmp_path)!r}); "
+        "tasks.title_for('sync-price-grid', None, tasks.registry(s.tasks)); "
+        f"print(sorted({COSTLY_MODULES!r} & set(sys.modules)))"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_a_config_file_others_can_read_gets_a_chmod_warning(tmp_path):
     path = write_config(tmp_path, 'api_key = "k"\n', mode=0o644)
 
@@ -189,8 +407,8 @@ def test_the_state_directory_follows_xdg_then_home(tmp_path):
         {}, env_for(tmp_path, CRONLOG_STATE_DIR=str(tmp_path / "s"))
     )
 
-    assert xdg.state_dir.value == tmp_path / "xdg" / "cronlog"
-    assert override.state_dir.value == tmp_path / "s"
+    assert xdg.state_dir.value == str(tmp_path / "xdg" / "cronlog")
+    assert override.state_dir.value == str(tmp_path / "s")
 
 
 @pytest.mark.parametrize(

@@ -134,3 +134,29 @@ def test_the_lean_path_does_not_import_click():
 
     assert result.stdout.strip() == "False"
     assert run_options.__name__ == "cronlog.run_options"
+
+
+def test_reading_a_line_imports_nothing_costly():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cronlog import run_options; "
+        "run_options.parse(['run', '--task-id', 'x', '--timeout', '5m', "
+        "'--ok-status', '2xx', '--', 'true']); "
+        "print(sorted({'dataclasses', 'typing', 're', 'inspect'} & set(sys.modules)))"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+
+    assert result.stdout.strip() == "[]"
+
+
+def test_options_are_equal_when_every_field_is():
+    one = RunOptions(command=("true",), task_id="x")
+
+    assert one == RunOptions(command=("true",), task_id="x")
+    assert one != RunOptions(command=("true",), task_id="x", verbose=1)
+    assert "task_id='x'" in repr(one)

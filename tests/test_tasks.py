@@ -84,3 +84,55 @@ def test_a_bad_schedule_or_timezone_is_a_config_error(fields, message):
 
     with pytest.raises(ConfigError, match=message):
         tasks.check_schedule(task)
+
+
+@pytest.mark.parametrize(
+    "task_id", ["sync-price-grid", "nightly.backup_2", "café-sync", "t" * 200]
+)
+def test_a_task_id_of_visible_characters_is_accepted(task_id):
+    assert tasks.check_task_id(task_id) is None
+
+
+@pytest.mark.parametrize(
+    ("task_id", "problem"),
+    [
+        ("", "is empty"),
+        ("a b", "holds a space or an invisible character"),
+        ("a\tb", "holds a space or an invisible character"),
+        ("nightly\n", "holds a space or an invisible character"),
+        ("a\x1bb", "holds a space or an invisible character"),
+        ("a\u200bb", "holds a space or an invisible character"),
+        ("a\u00a0b", "holds a space or an invisible character"),
+        ("t" * 201, "is 201 characters; the dashboard takes at most 200"),
+    ],
+)
+def test_any_other_task_id_is_a_usage_error_saying_why(task_id, problem):
+    with pytest.raises(UsageError, match=problem) as raised:
+        tasks.check_task_id(task_id)
+
+    assert "\n" not in str(raised.value)
+
+
+def test_an_overlong_task_id_is_shortened_in_the_message():
+    with pytest.raises(UsageError) as raised:
+        tasks.check_task_id("t" * 5000)
+
+    assert len(str(raised.value)) < 200
+
+
+def test_an_override_leaves_the_built_in_task_unchanged():
+    before = tasks.registry({})["graphiti-sync"]
+
+    tasks.registry({"graphiti-sync": {"timezone": "UTC"}})
+
+    assert tasks.registry({})["graphiti-sync"] == before
+    assert before.timezone == "Asia/Singapore"
+
+
+def test_tasks_are_equal_when_their_fields_are():
+    one = tasks.Task("x", "X", "* * * * *")
+    same = tasks.Task(id="x", title="X", schedule="* * * * *")
+
+    assert one == same and hash(one) == hash(same)
+    assert one != one.replace(title="Y")
+    assert repr(one) == "Task('x', 'X', '* * * * *', 'UTC', None)"

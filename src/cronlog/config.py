@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from cronlog.durations import parse_duration
-from cronlog.errors import ConfigError
+from cronlog.errors import ConfigError, UsageError
+from cronlog.tasks import NAME_LIMIT, check_task_id
+
+# No runtime `typing`, `dataclasses` or `pathlib`, and `tomllib` and `urllib` only when
+# there is a file or a URL to read: this runs before every job, where imports cost more
+# than the rest of cronlog's work. Paths are plain strings for the same reason.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 INGEST_PATH = "/api/scheduled-tasks/ingest"
 DEFAULT_REPORT_TIMEOUT = 30.0
-SYSTEM_CONFIG = Path("/etc/cronlog/config.toml")
-SYSTEM_STATE_DIR = Path("/var/lib/cronlog")
+SYSTEM_CONFIG = "/etc/cronlog/config.toml"
+SYSTEM_STATE_DIR = "/var/lib/cronlog"
 
 # The config file's keys, each with the environment variable that overrides it.
 FILE_KEYS: dict[str, str | None] = {
@@ -40,28 +45,70 @@ FILE_KEYS: dict[str, str | None] = {
 TASK_KEYS = ("title", "schedule", "timezone", "frequency")
 API_KEY_VARIABLES = ("CRONLOG_API_KEY", "CHATKIT_API_KEY")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+URL_EXAMPLE = "write e.g. https://trade.rezult.co"
 
 
-@dataclass(frozen=True)
 class Value:
     """A resolved setting and where it came from (`--url`, `CRONLOG_URL`, a file...)."""
 
-    value: Any
-    source: str
+    __slots__ = ("source", "value")
+
+    def __init__(self, value: Any, source: str) -> None:
+        self.value = value
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Value):
+            return NotImplemented
+        return (self.value, self.source) == (other.value, other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.source))
+
+    def __repr__(self) -> str:
+        return f"Value({self.value!r}, {self.source!r})"
 
 
-@dataclass(frozen=True)
 class Settings:
-    url: Value
-    api_key: Value
-    environment: Value
-    owner: Value
-    report_timeout: Value
-    ca_bundle: Value
-    allow_http: Value
-    state_dir: Value
-    config_file: Path | None
-    tasks: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Every setting `cronlog run` needs, resolved. Paths are strings."""
+
+    __slots__ = (
+        "allow_http",
+        "api_key",
+        "ca_bundle",
+        "config_file",
+        "environment",
+        "owner",
+        "report_timeout",
+        "state_dir",
+        "tasks",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        url: Value,
+        api_key: Value,
+        environment: Value,
+        owner: Value,
+        report_timeout: Value,
+        ca_bundle: Value,
+        allow_http: Value,
+        state_dir: Value,
+        config_file: str | None,
+        tasks: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.environment = environment
+        self.owner = owner
+        self.report_timeout = report_timeout
+        self.ca_bundle = ca_bundle
+        self.allow_http = allow_http
+        self.state_dir = state_dir
+        self.config_file = config_file
+        self.tasks = {} if tasks is None else tasks
 
     @property
     def ingest_url(self) -> str | None:
@@ -102,13 +149,13 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
 
     state_dir = pick("state_dir", None, None)
     state_dir = (
-        Value(Path(state_dir.value).expanduser(), state_dir.source)
+        Value(os.path.expanduser(state_dir.value), state_dir.source)
         if state_dir.value
         else Value(default_state_dir(env), "default")
     )
 
     ca_bundle = pick("ca_bundle", "--ca-bundle")
-    if ca_bundle.value and not os.access(Path(ca_bundle.value).expanduser(), os.R_OK):
+    if ca_bundle.value and not os.access(os.path.expanduser(ca_bundle.value), os.R_OK):
         raise ConfigError(
             f"{ca_bundle.source}: cannot read CA bundle {ca_bundle.value}"
         )
@@ -116,8 +163,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     return Settings(
         url=url,
         api_key=_resolve_api_key(flags, env, document, where),
-        environment=pick("environment", "--environment"),
-        owner=pick("owner", "--owner"),
+        environment=_check_name(pick("environment", "--environment"), "environment"),
+        owner=_check_name(pick("owner", "--owner"), "owner"),
         report_timeout=report_timeout,
         ca_bundle=ca_bundle,
         allow_http=allow_http,
@@ -127,28 +174,29 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     )
 
 
-def find_config_file(env: Mapping[str, str]) -> Path | None:
+def find_config_file(env: Mapping[str, str]) -> str | None:
     """`$CRONLOG_CONFIG` (which must exist), else the user's file, else the system's."""
     if env.get("CRONLOG_CONFIG"):
-        path = Path(env["CRONLOG_CONFIG"]).expanduser()
-        if not path.is_file():
+        path = os.path.expanduser(env["CRONLOG_CONFIG"])
+        if not os.path.isfile(path):
             raise ConfigError(f"CRONLOG_CONFIG names {path}, which is not a file")
         return path
 
     config_home = env.get("XDG_CONFIG_HOME") or _home_path(env, ".config")
     if config_home:
-        user_file = Path(config_home) / "cronlog" / "config.toml"
-        if user_file.is_file():
+        user_file = os.path.join(config_home, "cronlog", "config.toml")
+        if os.path.isfile(user_file):
             return user_file
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+    return SYSTEM_CONFIG if os.path.isfile(SYSTEM_CONFIG) else None
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
+def load_config_file(path: str) -> dict[str, Any]:
     """Parse and check the TOML file; every problem names the file and the key."""
     import tomllib
 
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as file:
+            document = tomllib.loads(file.read())
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
@@ -172,14 +220,45 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def validate_url(url: str, source: str, allow_http: bool) -> str:
-    """A dashboard base URL; plain http only to loopback or with --allow-http."""
+    """A dashboard base URL: scheme, host, optional port and path, nothing else.
+
+    Plain http only to loopback or with --allow-http. The URL appears in messages and
+    logs, so credentials in it are refused rather than printed.
+    """
+    url = url.strip()
+    authority = url.partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    if "@" in authority:
+        host = authority.rpartition("@")[2]
+        raise ConfigError(
+            f"{source}: the dashboard URL holds a user name or password (...@{host}), "
+            "which cronlog would show in its messages; put the credentials in a "
+            "reverse proxy in front of the dashboard, or use the API key"
+        )
+    if any(character.isspace() or not character.isprintable() for character in url):
+        raise ConfigError(
+            f"{source}: the dashboard URL {url!r} holds a space or a control "
+            f"character ({URL_EXAMPLE})"
+        )
+    if "?" in url or "#" in url:
+        base = url.partition("?")[0].partition("#")[0]
+        raise ConfigError(
+            f"{source}: the dashboard URL has a query or fragment after {base}; "
+            "give only the base URL, without ? or #"
+        )
+
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError(f"{source}: {url!r} is not a valid URL: {error}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{source}: {url!r} is not a dashboard URL (write e.g. https://trade.rezult.co)"
-        )
+        raise ConfigError(f"{source}: {url!r} is not a dashboard URL ({URL_EXAMPLE})")
+    if port == 0:
+        raise ConfigError(f"{source}: {url!r} has port 0 (ports are 1 to 65535)")
     if (
         parts.scheme == "http"
         and not allow_http
@@ -189,18 +268,23 @@ def validate_url(url: str, source: str, allow_http: bool) -> str:
             f"{source}: {url} is plain http to another host, which would send the API "
             "key unencrypted; use https, or pass --allow-http (CRONLOG_ALLOW_HTTP=1)"
         )
-    return url.strip()
+    return url
 
 
 def ingest_url(base: str) -> str:
-    """Join the ingest path onto a base URL that may carry a path prefix."""
-    trimmed = base.rstrip("/")
-    return trimmed if trimmed.endswith(INGEST_PATH) else trimmed + INGEST_PATH
+    """Join the ingest path onto the path of a base URL, which may have a prefix."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith(INGEST_PATH):
+        path += INGEST_PATH
+    return urlunsplit(parts._replace(path=path))
 
 
-def default_state_dir(env: Mapping[str, str]) -> Path:
+def default_state_dir(env: Mapping[str, str]) -> str:
     if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "cronlog"
+        return os.path.join(env["XDG_STATE_HOME"], "cronlog")
     if os.geteuid() == 0:
         return SYSTEM_STATE_DIR
     home = _home_path(env, ".local/state")
@@ -208,7 +292,7 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
         raise ConfigError(
             "no HOME or XDG_STATE_HOME to keep state in; set CRONLOG_STATE_DIR"
         )
-    return Path(home) / "cronlog"
+    return os.path.join(home, "cronlog")
 
 
 def mask(secret: str | None) -> str:
@@ -228,25 +312,67 @@ def _resolve_api_key(
         return _key_from_file(flags["api_key_file"], "--api-key-file")
     for variable in API_KEY_VARIABLES:
         if env.get(variable):
-            return Value(env[variable].strip(), variable)
+            return _checked_key(env[variable].strip(), variable)
     if env.get("CRONLOG_API_KEY_FILE"):
         return _key_from_file(env["CRONLOG_API_KEY_FILE"], "CRONLOG_API_KEY_FILE")
     if "api_key_file" in document:
         return _key_from_file(document["api_key_file"], f"api_key_file in {where}")
     if "api_key" in document:
-        return Value(document["api_key"].strip(), where)
+        return _checked_key(document["api_key"].strip(), where)
     return Value(None, "default")
 
 
 def _key_from_file(name: str, source: str) -> Value:
-    path = Path(name).expanduser()
+    path = os.path.expanduser(name)
     try:
-        key = path.read_text(encoding="utf-8").strip()
+        with open(path, encoding="utf-8") as file:
+            key = file.read().strip()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{source}: cannot read key file {path}: {error}") from None
+    return _checked_key(key, f"{source} ({path})")
+
+
+def _checked_key(key: str, source: str) -> Value:
+    """The key as a Value, or ConfigError saying what is wrong with it (never the key).
+
+    It travels in an HTTP header, which holds one line of visible ASCII; anything else
+    would fail at the first report, and the HTTP library's error would quote the key.
+    """
     if not key:
-        raise ConfigError(f"{source}: key file {path} is empty")
-    return Value(key, f"{source} ({path})")
+        raise ConfigError(f"{source}: the API key is empty")
+    for character in key:
+        if "!" <= character <= "~":
+            continue
+        if character in "\r\n":
+            problem = "is more than one line"
+        elif character == " ":
+            problem = "holds a space"
+        elif character < " " or character == "\x7f":
+            problem = "holds a control character"
+        else:
+            problem = "holds a character that is not ASCII"
+        raise ConfigError(
+            f"{source}: the API key {problem}; it must be one line of visible ASCII "
+            "characters, as an HTTP header carries it"
+        )
+    return Value(key, source)
+
+
+def _check_name(value: Value, name: str) -> Value:
+    """environment and owner: given or not, but never blank nor over the limit."""
+    if value.value is None:
+        return value
+    if not value.value.strip():
+        raise ConfigError(
+            f"{value.source}: {name} is empty; give a name, or leave it out for the "
+            "dashboard's default"
+        )
+    if len(value.value) > NAME_LIMIT:
+        raise ConfigError(
+            f"{value.source}: {name} is {len(value.value)} characters; the dashboard "
+            f"takes at most {NAME_LIMIT}"
+        )
+    return value
 
 
 def _warnings_for(settings: Settings) -> list[str]:
@@ -254,12 +380,12 @@ def _warnings_for(settings: Settings) -> list[str]:
     candidates = [settings.config_file]
     source = settings.api_key.source
     if source.endswith(")") and "(" in source:
-        candidates.append(Path(source[source.rindex("(") + 1 : -1]))
+        candidates.append(source[source.rindex("(") + 1 : -1])
 
     found = []
     for path in candidates:
         try:
-            mode = path.stat().st_mode if path else 0
+            mode = os.stat(path).st_mode if path else 0
         except OSError:
             continue
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -269,9 +395,13 @@ def _warnings_for(settings: Settings) -> list[str]:
     return found
 
 
-def _check_tasks(path: Path, tasks: Any) -> dict[str, dict[str, str]]:
+def _check_tasks(path: str, tasks: Any) -> dict[str, dict[str, str]]:
     checked = {}
     for task_id, entry in tasks.items():
+        try:
+            check_task_id(task_id)
+        except UsageError as error:
+            raise ConfigError(f"config file {path}: [tasks]: {error}") from None
         if not isinstance(entry, dict):
             raise ConfigError(f"config file {path}: [tasks.{task_id}] must be a table")
         for key, value in entry.items():
@@ -285,6 +415,12 @@ def _check_tasks(path: Path, tasks: Any) -> dict[str, dict[str, str]]:
                 raise ConfigError(
                     f"config file {path}: [tasks.{task_id}] {key!r} must be a text"
                 )
+        title = entry.get("title", "").strip()
+        if len(title) > NAME_LIMIT:
+            raise ConfigError(
+                f"config file {path}: [tasks.{task_id}] the title is {len(title)} "
+                f"characters; the dashboard takes at most {NAME_LIMIT}"
+            )
         checked[task_id] = {key: value.strip() for key, value in entry.items()}
     return checked
 

@@ -7,22 +7,55 @@ closest known one suggested.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
-
 from cronlog.errors import ConfigError, UsageError
 
+# No runtime `typing` or `datetime`: this module is imported before every job starts.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
 SINGAPORE = "Asia/Singapore"  # the guide's times are SGT
+NAME_LIMIT = 200  # the dashboard's limit on a task ID or title
 
 
-@dataclass(frozen=True)
 class Task:
-    id: str
-    title: str
-    schedule: str | None = None  # a five-field cron expression, read in `timezone`
-    timezone: str = "UTC"
-    frequency: str | None = None  # the schedule in words, as the guide writes it
+    """A known task: its ID and title, and when it is meant to run."""
+
+    __slots__ = ("frequency", "id", "schedule", "timezone", "title")
+
+    def __init__(
+        self,
+        id: str,
+        title: str,
+        schedule: str | None = None,  # a five-field cron expression, read in `timezone`
+        timezone: str = "UTC",
+        frequency: str | None = None,  # the schedule in words, as the guide writes it
+    ) -> None:
+        self.id = id
+        self.title = title
+        self.schedule = schedule
+        self.timezone = timezone
+        self.frequency = frequency
+
+    def replace(self, **fields: str) -> Task:
+        """A copy with `fields` (the config file's keys of a `[tasks.ID]`) changed."""
+        current = {name: getattr(self, name) for name in self.__slots__}
+        return Task(**{**current, **fields})
+
+    def _fields(self) -> tuple[str | None, ...]:
+        return (self.id, self.title, self.schedule, self.timezone, self.frequency)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Task):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Task({}, {}, {}, {}, {})".format(*map(repr, self._fields()))
 
 
 BUILTIN_TASKS = (
@@ -71,8 +104,30 @@ def registry(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, Task]:
         base = known.get(task_id)
         if base is None and "title" not in fields:
             raise ConfigError(f"[tasks.{task_id}] in the config file needs a title")
-        known[task_id] = replace(base, **fields) if base else Task(id=task_id, **fields)
+        known[task_id] = base.replace(**fields) if base else Task(id=task_id, **fields)
     return known
+
+
+def check_task_id(task_id: str) -> None:
+    """Raise UsageError unless `task_id` is 1 to 200 visible characters, no spaces.
+
+    The ID names the task on the dashboard, in lock file names and in crontab lines;
+    a space, a line break or an invisible character there is always a mistake.
+    """
+    if not task_id:
+        raise UsageError("the task ID is empty (write e.g. sync-price-grid)")
+    if len(task_id) > NAME_LIMIT:
+        raise UsageError(
+            f"the task ID {task_id[:40]!r}... is {len(task_id)} characters; "
+            f"the dashboard takes at most {NAME_LIMIT}"
+        )
+    if not all(
+        character.isprintable() and not character.isspace() for character in task_id
+    ):
+        raise UsageError(
+            f"the task ID {task_id!r} holds a space or an invisible character; "
+            "use visible characters only (write e.g. sync-price-grid)"
+        )
 
 
 def title_for(task_id: str, title: str | None, known: Mapping[str, Task]) -> str:
@@ -101,6 +156,7 @@ def next_run(task: Task, now: datetime) -> datetime | None:
     """When the schedule next fires after `now`, in the task's timezone."""
     if not task.schedule:
         return None
+    from datetime import datetime
     from zoneinfo import ZoneInfo
 
     from croniter import croniter
