@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import fcntl
 import json
 import os
 import random
@@ -405,29 +406,87 @@ def test_it_returns_soon_after_the_exit_when_a_background_process_holds_the_pipe
     assert capfdbinary.readouterr().out == b"started\n"
 
 
-def test_it_passes_output_on_at_once_and_survives_a_broken_stdout(
-    tmp_path, start_driver
-):
+def test_it_passes_output_on_at_once(tmp_path, start_driver):
     go = tmp_path / "go"
     script = """
     echo first
     i=0; while [ ! -e "$1" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
-    seq 1 200000
+    echo second
     """
     driver = start_driver("sh", "-c", script, "sh", go, stdout=subprocess.PIPE)
 
     # The child is still waiting for `go`, so the first line was not held back.
     ready, _, _ = select.select([driver.stdout], [], [], WAIT_SECONDS)
     first = driver.stdout.readline() if ready else b""
-    driver.stdout.close()
     go.touch()
+    rest, _ = driver.communicate(timeout=WAIT_SECONDS)
 
     assert first == b"first\n"
-    assert driver.wait(WAIT_SECONDS) == 0
+    assert rest == b"second\n"
+    assert driver.returncode == 0
+
+
+def test_a_closed_pipe_on_its_stdout_ends_the_child_with_sigpipe_as_without_it(
+    tmp_path,
+):
+    # As `cronlog run -- seq 1 1000000 | head -1` runs; bare, seq dies of SIGPIPE.
+    command = driver_command(tmp_path, "seq", "1", "1000000")
+    driver = subprocess.Popen(command, env=DRIVER_ENV, stdout=subprocess.PIPE)
+    head = subprocess.Popen(["head", "-1"], stdin=driver.stdout, stdout=subprocess.PIPE)
+    driver.stdout.close()
+
+    first, _ = head.communicate(timeout=WAIT_SECONDS)
+
+    assert first == b"1\n"
+    assert driver.wait(WAIT_SECONDS) == 128 + signal.SIGPIPE
     outcome = driver_outcome(tmp_path)
-    seq_bytes = sum(len(f"{n}\n") for n in range(1, 200_001))
-    assert outcome["output_bytes"] == len(first) + seq_bytes
-    assert outcome["output_tail"].endswith("199999\n200000\n")
+    assert outcome["signal"] == signal.SIGPIPE
+    assert 0 < outcome["output_bytes"] < sum(len(f"{n}\n") for n in range(1, 10**6))
+
+
+def test_a_child_ignoring_sigpipe_sees_its_write_to_a_closed_pipe_fail(tmp_path):
+    script = "trap '' PIPE; exec seq 1 1000000"
+    command = driver_command(tmp_path, "sh", "-c", script)
+    driver = subprocess.Popen(
+        command, env=DRIVER_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    head = subprocess.Popen(["head", "-1"], stdin=driver.stdout, stdout=subprocess.PIPE)
+    driver.stdout.close()
+
+    first, _ = head.communicate(timeout=WAIT_SECONDS)
+    errors = driver.stderr.read()
+
+    assert first == b"1\n"
+    assert driver.wait(WAIT_SECONDS) == 1
+    assert b"Broken pipe" in errors
+    assert driver_outcome(tmp_path)["signal"] is None
+
+
+def test_a_full_disk_on_its_stdout_fails_the_job(tmp_path):
+    command = driver_command(tmp_path, "seq", "1", "1000000")
+
+    with open("/dev/full", "wb") as full:
+        status = subprocess.run(
+            command, env=DRIVER_ENV, stdout=full, timeout=WAIT_SECONDS
+        ).returncode
+
+    assert status == 128 + signal.SIGPIPE
+    assert driver_outcome(tmp_path)["signal"] == signal.SIGPIPE
+
+
+def test_it_waits_for_room_when_its_own_stdout_is_non_blocking(tmp_path):
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # shared with whoever set it: cronlog sees it too
+    command = driver_command(tmp_path, "head", "-c", "1000000", "/dev/zero")
+    with os.fdopen(read_end, "rb") as reader:
+        driver = subprocess.Popen(command, env=DRIVER_ENV, stdout=write_end)
+        os.close(write_end)
+        time.sleep(0.2)  # let the pipe fill so that cronlog's writes would block
+
+        received = reader.read()
+
+    assert driver.wait(WAIT_SECONDS) == 0
+    assert received == b"\0" * 1_000_000
 
 
 def test_it_keeps_capturing_when_its_own_stdout_is_closed(tmp_path):
@@ -444,3 +503,115 @@ def test_it_keeps_capturing_when_its_own_stdout_is_closed(tmp_path):
     assert closed.returncode == 0
     assert closed.stderr == b"err\n"
     assert driver_outcome(tmp_path)["output_tail"] == "out\nerr\n"
+
+
+def test_the_child_keeps_the_inherited_fds_and_no_other(tmp_path, capfdbinary):
+    kept = os.open(tmp_path / "kept", os.O_WRONLY | os.O_CREAT)
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT)
+    code = f"import os; os.write({kept}, b'kept'); os.write({other}, b'leaked')"
+    try:
+        outcome = run(Command([sys.executable, "-c", code], ENV, inherit_fds=(kept,)))
+
+        assert not os.get_inheritable(kept)
+    finally:
+        os.close(kept)
+        os.close(other)
+    assert (tmp_path / "kept").read_bytes() == b"kept"
+    assert (tmp_path / "other").read_bytes() == b""
+    assert outcome.returncode == 1
+    assert b"Bad file descriptor" in capfdbinary.readouterr().err
+
+
+def test_a_lock_on_an_inherited_fd_lasts_as_long_as_the_child(tmp_path):
+    lock_path = tmp_path / "task.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held_after_cronlog_let_go = []
+
+    def cronlog_dies():
+        os.close(fd)  # as a SIGKILLed cronlog's fds are
+        held_after_cronlog_let_go.append(not can_lock(lock_path))
+
+    outcome = run(Command(["sleep", "0.3"], ENV, inherit_fds=(fd,)), cronlog_dies)
+
+    assert outcome.returncode == 0
+    assert held_after_cronlog_let_go == [True]
+    assert can_lock(lock_path)
+
+
+def can_lock(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def signal_masks(text):
+    fields = dict(line.split(":\t") for line in text.splitlines())
+    return {name: int(fields[name], 16) for name in ("SigBlk", "SigIgn")}
+
+
+def bit(signum):
+    return 1 << (signum - 1)
+
+
+def test_the_child_gets_default_signals_and_an_empty_mask(capfdbinary):
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        run(Command(["grep", "^Sig", "/proc/self/status"], ENV))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    masks = signal_masks(capfdbinary.readouterr().out.decode())
+    assert masks["SigBlk"] == 0
+    # Python ignores these two; the test process catches the forwarded ones.
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
+        assert not masks["SigIgn"] & bit(signum)
+
+
+def test_a_signal_ignored_when_it_started_stays_ignored_in_the_child(tmp_path):
+    # As `cmd &` in a script starts it: SIGINT ignored.
+    command = driver_command(tmp_path, "grep", "^Sig", "/proc/self/status")
+    ignoring = subprocess.run(
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+        env=DRIVER_ENV,
+        stdout=subprocess.PIPE,
+        timeout=WAIT_SECONDS,
+    )
+
+    masks = signal_masks(ignoring.stdout.decode())
+    assert masks["SigIgn"] & bit(signal.SIGINT)
+    assert not masks["SigIgn"] & bit(signal.SIGTERM)
+
+
+def test_it_says_when_a_scripts_interpreter_is_missing(tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/no/such/interpreter\necho never\n")
+    script.chmod(0o755)
+
+    outcome = run(Command(argv=[str(script)], env=ENV))
+
+    assert outcome.spawn_error == (
+        f"cannot run {script}: its interpreter (the #! line) was not found"
+    )
+    assert outcome.exit_status == exits.NOT_FOUND
+
+
+def test_it_names_the_path_of_a_script_found_on_path_without_its_interpreter(
+    tmp_path, monkeypatch
+):
+    script = tmp_path / "cronlog-test-job"
+    script.write_text("#!/no/such/interpreter\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+
+    outcome = run(Command(argv=["cronlog-test-job"], env=ENV))
+
+    assert outcome.spawn_error == (
+        f"cannot run {script}: its interpreter (the #! line) was not found"
+    )
+    assert outcome.exit_status == exits.NOT_FOUND

@@ -3,63 +3,113 @@
 The runner is the only part of cronlog that touches the child: it starts argv in a
 process group of its own, passes stdout and stderr through byte for byte while keeping
 a bounded tail of both, forwards the signals cronlog receives, enforces the timeout and
-stamps when the child started and ended. It knows nothing of reports or HTTP, and it
-imports only the standard library because it sits on the start-up path of every job.
+stamps when the child started and ended. It knows nothing of reports or HTTP.
+
+It sits on the start-up path of every job, so until the child is spawned it uses only
+modules the interpreter has already loaded or that are built into it; threading,
+selectors, collections and datetime are imported once the job runs. The child is
+started with posix_spawn, which costs less than subprocess to import and to call.
 
 Three threads share the work. A waiter thread blocks in waitid(WNOWAIT) and stamps the
 end the moment the kernel reports the exit; the leader stays a zombie until the main
 thread reaps it, so its process group ID cannot be reused while cronlog may still
 signal the group. A pump thread multiplexes both pipes with a selector and copies each
-chunk to cronlog's own fd 1 or fd 2 and into the tail. The main thread only waits on an
-Event, with the next deadline as its timeout, so the Python signal handlers (which run
-in the main thread alone) forward signals at once; it sends SIGTERM and then SIGKILL at
-the timeout, and after the exit gives the pipes a short grace before it stops the pump.
+chunk to cronlog's own fd 1 or fd 2 and into the tail; when writing to one of those
+fails, it closes that pipe, so the child's next write to it fails as it would have
+without cronlog. The main thread only waits on an Event, with the next deadline as its
+timeout, so the Python signal handlers (which run in the main thread alone) forward
+signals at once; it sends SIGTERM and then SIGKILL at the timeout, and after the exit
+gives the pipes a short grace before it stops the pump.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import os
-import selectors
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import FrameType
 
 from cronlog import exits
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    import threading
+    from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
+    from types import FrameType
+    from typing import Any, TypeAlias
+
+    _Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None
+else:
+    # The C module itself: `signal` wraps it in enums, and importing enum costs 8 ms.
+    import _signal as signal
 
 OUTPUT_GRACE_SECONDS = (
     1.0  # how long a background process of the job may hold the pipes
 )
 PUMP_STOP_SECONDS = 1.0  # how long the pump may take to notice it must stop
-READ_CHUNK = 1024 * 1024
+READ_CHUNK = 64 * 1024  # 1 MiB reads cost more memory and more CPU for no speed
 PIPE_CAPACITY = 1024 * 1024  # Linux's default pipe-max-size for unprivileged users
 SWITCH_INTERVAL = 0.001  # so an importing background thread cannot delay the end stamp
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Python ignores these for itself; the job gets them at their defaults, as subprocess
+# gives them, so `job | head -1` ends the job with SIGPIPE.
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 NOT_FOUND_PREFIX = "command not found: "
+NO_INTERPRETER_SUFFIX = ": its interpreter (the #! line) was not found"
 
 
-@dataclass(frozen=True)
 class Command:
-    """What to run, with which environment, and how long it may take."""
+    """What to run, with which environment, and how long it may take.
+
+    argv[0] is looked up on cronlog's own PATH when it has no slash. The fds in
+    `inherit_fds` stay open in the child, so a lock held on one lasts as long as the
+    job, even if cronlog itself is killed. Read-only by convention.
+    """
+
+    __slots__ = ("argv", "env", "inherit_fds", "kill_after", "tail_bytes", "timeout")
 
     argv: Sequence[str]
     env: Mapping[str, str]
-    timeout: float | None = None  # seconds; None = no limit
-    kill_after: float = 10.0  # seconds between SIGTERM and SIGKILL at the timeout
-    tail_bytes: int = 64 * 1024  # how much of the end of the output to keep in memory
+    timeout: float | None  # seconds; None = no limit
+    kill_after: float  # seconds between SIGTERM and SIGKILL at the timeout
+    tail_bytes: int  # how much of the end of the output to keep in memory
+    inherit_fds: tuple[int, ...]  # cronlog's fds the child keeps, at the same numbers
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout: float | None = None,
+        kill_after: float = 10.0,
+        tail_bytes: int = 64 * 1024,
+        inherit_fds: tuple[int, ...] = (),
+    ) -> None:
+        self.argv = argv
+        self.env = env
+        self.timeout = timeout
+        self.kill_after = kill_after
+        self.tail_bytes = tail_bytes
+        self.inherit_fds = inherit_fds
 
 
-@dataclass(frozen=True)
 class Outcome:
-    """How one run of the child went, as the runner saw it."""
+    """How one run of the child went, as the runner saw it. Read-only by convention."""
+
+    __slots__ = (
+        "duration_ms",
+        "ended_at",
+        "forwarded_signal",
+        "output_bytes",
+        "output_tail",
+        "returncode",
+        "signal",
+        "spawn_error",
+        "started_at",
+        "timed_out",
+    )
 
     started_at: datetime  # UTC wall clock when the child was spawned
     ended_at: datetime  # UTC wall clock when the child exited
@@ -72,11 +122,37 @@ class Outcome:
     output_tail: bytes  # the end of stdout and stderr, interleaved in arrival order
     output_bytes: int  # everything the child wrote to stdout and stderr
 
+    def __init__(
+        self,
+        started_at: datetime,
+        ended_at: datetime,
+        duration_ms: int,
+        returncode: int | None,
+        signal: int | None,
+        spawn_error: str | None,
+        timed_out: bool,
+        forwarded_signal: int | None,
+        output_tail: bytes,
+        output_bytes: int,
+    ) -> None:
+        self.started_at = started_at
+        self.ended_at = ended_at
+        self.duration_ms = duration_ms
+        self.returncode = returncode
+        self.signal = signal
+        self.spawn_error = spawn_error
+        self.timed_out = timed_out
+        self.forwarded_signal = forwarded_signal
+        self.output_tail = output_tail
+        self.output_bytes = output_bytes
+
     @property
     def exit_status(self) -> int:
         """What cronlog exits with: the child's status unless cronlog stopped it."""
         if self.spawn_error is not None:
-            if self.spawn_error.startswith(NOT_FOUND_PREFIX):
+            if self.spawn_error.startswith(
+                NOT_FOUND_PREFIX
+            ) or self.spawn_error.endswith(NO_INTERPRETER_SUFFIX):
                 return exits.NOT_FOUND
             return exits.NOT_EXECUTABLE
 
@@ -101,20 +177,12 @@ def run(command: Command, on_started: Callable[[], None] | None = None) -> Outco
     stay ignored, so the child sees what it would have seen without cronlog.
     """
     forwarder = _Forwarder()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    handled = [
-        signum
-        for signum in FORWARDED_SIGNALS
-        if in_main_thread and signal.getsignal(signum) != signal.SIG_IGN
-    ]
-    previous_handlers = {
-        signum: signal.signal(signum, forwarder.on_signal) for signum in handled
-    }
+    previous_handlers = _catch_signals(forwarder.on_signal)
 
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        return _run(command, on_started, forwarder)
+        return _run(command, on_started, forwarder, tuple(previous_handlers))
     finally:
         sys.setswitchinterval(previous_interval)
         for signum, handler in previous_handlers.items():
@@ -122,50 +190,59 @@ def run(command: Command, on_started: Callable[[], None] | None = None) -> Outco
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+def _catch_signals(handler: _Handler) -> dict[int, _Handler]:
+    """Catch the forwarded signals not ignored on entry; return their old handlers."""
+    previous: dict[int, _Handler] = {}
+    for signum in FORWARDED_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue
+
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread, the only one Python runs handlers in
+            break
+    return previous
+
+
 def _run(
-    command: Command, on_started: Callable[[], None] | None, forwarder: _Forwarder
+    command: Command,
+    on_started: Callable[[], None] | None,
+    forwarder: _Forwarder,
+    caught: tuple[int, ...],
 ) -> Outcome:
     out_read, out_write = _open_pipe()
     err_read, err_write = _open_pipe()
 
-    started_at = datetime.now(UTC)
+    wall_started = time.time()
     started = time.monotonic()
     try:
-        process = subprocess.Popen(
-            command.argv,
-            stdout=out_write,
-            stderr=err_write,
-            env=dict(command.env),
-            process_group=0,
-        )
+        pid = _spawn(command, out_write, err_write, caught)
     except OSError as error:
         os.close(out_read)
         os.close(err_read)
-        return _spawn_failure(command, error, started_at, started)
+        return _spawn_failure(command, error, wall_started, started)
     finally:
         os.close(out_write)
         os.close(err_write)
 
+    forwarder.attach(pid)
+    waiter = _Waiter(pid, started, wall_started)
     pump = _Pump({out_read: 1, err_read: 2}, command.tail_bytes)
-    pump.start()
-    waiter = _Waiter(process.pid, started_at, started)
-    waiter.start()
-    forwarder.attach(process.pid)
     if on_started is not None:
         on_started()
 
-    timed_out = _wait_for_exit(command, waiter.exited, process.pid, started)
+    timed_out = _wait_for_exit(command, waiter.exited, pid, started)
 
     # The leader is gone but the rest of its group may not be: leave no process behind.
     if timed_out or forwarder.first is not None:
-        _kill_group(process.pid, signal.SIGKILL)
+        _kill_group(pid, signal.SIGKILL)
 
     pump.finish(waiter.ended + OUTPUT_GRACE_SECONDS)
     forwarder.detach()
-    status = process.wait()
+    status = _reap(pid)
     return Outcome(
-        started_at=started_at,
-        ended_at=waiter.ended_at,
+        started_at=_utc(wall_started),
+        ended_at=_utc(waiter.ended_wall),
         duration_ms=_milliseconds(waiter.ended - started),
         returncode=status if status >= 0 else None,
         signal=-status if status < 0 else None,
@@ -183,26 +260,53 @@ def _open_pipe() -> tuple[int, int]:
     # A larger pipe means fewer, larger reads: throughput close to `cat`.
     set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
     if set_size is not None:
-        with contextlib.suppress(OSError):  # a lowered pipe-max-size only costs speed
+        try:  # noqa: SIM105 - contextlib (and collections) would cost 5 ms here
             fcntl.fcntl(read_end, set_size, PIPE_CAPACITY)
+        except OSError:
+            pass  # a lowered pipe-max-size only costs speed
 
     return read_end, write_end
 
 
+def _spawn(command: Command, stdout: int, stderr: int, caught: tuple[int, ...]) -> int:
+    """Start the child in a group of its own with the pipes as its stdout and stderr.
+
+    Every fd Python opens is close-on-exec, the pipes' ends included, so the child
+    keeps only its stdin, the two copies made here and `inherit_fds`: a dup2 onto
+    itself clears close-on-exec (glibc 2.29 and later, musl). Signals caught for the
+    run are reset; signals ignored on entry stay ignored; none is blocked.
+    """
+    argv = tuple(command.argv)
+    file_actions = [
+        (os.POSIX_SPAWN_DUP2, stdout, 1),
+        (os.POSIX_SPAWN_DUP2, stderr, 2),
+        *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in command.inherit_fds),
+    ]
+    return os.posix_spawnp(
+        argv[0],
+        argv,
+        command.env,
+        file_actions=file_actions,
+        setpgroup=0,
+        setsigmask=(),
+        setsigdef=(*RESTORED_SIGNALS, *caught),
+    )
+
+
 def _spawn_failure(
-    command: Command, error: OSError, started_at: datetime, started: float
+    command: Command, error: OSError, wall_started: float, started: float
 ) -> Outcome:
     name = command.argv[0]
-    if isinstance(error, FileNotFoundError):
-        reason = f"{NOT_FOUND_PREFIX}{name}"
+    if error.errno == errno.ENOENT:
+        reason = _not_found(name)
     elif isinstance(error, PermissionError):
         reason = f"permission denied: {name}"
     else:
         reason = f"cannot run {name}: {error.strerror}"
 
     return Outcome(
-        started_at=started_at,
-        ended_at=datetime.now(UTC),
+        started_at=_utc(wall_started),
+        ended_at=_utc(time.time()),
         duration_ms=_milliseconds(time.monotonic() - started),
         returncode=None,
         signal=None,
@@ -212,6 +316,16 @@ def _spawn_failure(
         output_tail=b"",
         output_bytes=0,
     )
+
+
+def _not_found(name: str) -> str:
+    """Why exec said ENOENT: no such command, or a script without its interpreter."""
+    import shutil
+
+    path = name if "/" in name else shutil.which(name)
+    if path is not None and os.path.exists(path):
+        return f"cannot run {path}{NO_INTERPRETER_SUFFIX}"
+    return f"{NOT_FOUND_PREFIX}{name}"
 
 
 def _wait_for_exit(
@@ -233,8 +347,25 @@ def _wait_for_exit(
 
 
 def _kill_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+    try:  # noqa: SIM105 - as in _open_pipe: no contextlib before the spawn
         os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # the whole group is already gone
+
+
+def _reap(pid: int) -> int:
+    """The child's status as subprocess gives it: its exit code, or minus the signal."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return 0  # SIGCHLD is ignored: the kernel reaped it and kept no status
+    return os.waitstatus_to_exitcode(status)
+
+
+def _utc(timestamp: float) -> datetime:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _milliseconds(seconds: float) -> int:
@@ -273,74 +404,60 @@ class _Forwarder:
         _kill_group(self._pgid, self.first if self._received == 1 else signal.SIGKILL)
 
 
-class _Waiter(threading.Thread):
+class _Waiter:
     """Stamps the child's exit the moment it happens, without reaping it."""
 
-    def __init__(self, pid: int, started_at: datetime, started: float) -> None:
-        super().__init__(name="cronlog-waiter", daemon=True)
-        self.exited = threading.Event()
-        self.ended_at = started_at
-        self.ended = started
-        self._pid = pid
+    def __init__(self, pid: int, started: float, wall_started: float) -> None:
+        import threading
 
-    def run(self) -> None:
+        self.exited = threading.Event()
+        self.ended = started
+        self.ended_wall = wall_started
+        self._pid = pid
+        threading.Thread(target=self._wait, name="cronlog-waiter", daemon=True).start()
+
+    def _wait(self) -> None:
         try:
-            # ECHILD: SIGCHLD is ignored and the kernel reaped it, so it has exited too.
-            with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOWAIT)
+            os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # SIGCHLD is ignored and the kernel reaped it, so it has exited too
         finally:
             self.ended = time.monotonic()
-            self.ended_at = datetime.now(UTC)
+            self.ended_wall = time.time()
             self.exited.set()
 
 
-class _Pump(threading.Thread):
+class _Pump:
     """Copies the child's pipes to cronlog's own fds and keeps the end of the output."""
 
     def __init__(self, targets: dict[int, int], tail_bytes: int) -> None:
-        super().__init__(name="cronlog-pump", daemon=True)
+        import threading
+        from collections import deque
+
         self.total = 0
         self._targets = targets  # pipe read end -> cronlog's fd it is passed to
-        self._silenced: set[int] = set()
+        self._open = set(targets)  # the read ends still to close
         self._tail_bytes = max(tail_bytes, 0)
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self._tail_lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe()
-
-    def run(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            for fd in self._targets:
-                selector.register(fd, selectors.EVENT_READ)
-            selector.register(self._wake_read, selectors.EVENT_READ)
-
-            open_pipes = len(self._targets)
-            while open_pipes:
-                for key, _ in selector.select():
-                    if key.fd == self._wake_read:
-                        return
-
-                    chunk = os.read(key.fd, READ_CHUNK)
-                    if not chunk:
-                        selector.unregister(key.fd)
-                        open_pipes -= 1
-                        continue
-
-                    self.total += len(chunk)
-                    self._pass_through(self._targets[key.fd], chunk)
-                    self._keep(chunk)
+        self._thread = threading.Thread(
+            target=self._pump, name="cronlog-pump", daemon=True
+        )
+        self._thread.start()
 
     def finish(self, deadline: float) -> None:
         """Wait for both pipes to end until `deadline`, then stop pumping."""
-        self.join(max(deadline - time.monotonic(), 0.0))
-        if self.is_alive():
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._thread.is_alive():
             os.write(self._wake_write, b"\0")
-            self.join(PUMP_STOP_SECONDS)
+            self._thread.join(PUMP_STOP_SECONDS)
 
         # A pump still blocked writing to cronlog's own stdout keeps its fds: closing
         # them under it could hand the numbers to files opened later.
-        if not self.is_alive():
-            for fd in (*self._targets, self._wake_read, self._wake_write):
+        if not self._thread.is_alive():
+            for fd in (*self._open, self._wake_read, self._wake_write):
                 os.close(fd)
 
     def tail(self) -> bytes:
@@ -349,18 +466,53 @@ class _Pump(threading.Thread):
                 b"".join(self._tail)[-self._tail_bytes :] if self._tail_bytes else b""
             )
 
-    def _pass_through(self, target: int, chunk: bytes) -> None:
-        if target in self._silenced:
-            return
+    def _pump(self) -> None:
+        import selectors
 
+        with selectors.DefaultSelector() as selector:
+            for fd in self._targets:
+                selector.register(fd, selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+
+            reading = len(self._targets)
+            while reading:
+                for key, _ in selector.select():
+                    if key.fd == self._wake_read:
+                        return
+
+                    chunk = os.read(key.fd, READ_CHUNK)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        reading -= 1
+                        continue
+
+                    self.total += len(chunk)
+                    self._keep(chunk)
+                    if self._pass_through(self._targets[key.fd], chunk):
+                        continue
+
+                    # EPIPE (`| head -1`), a full disk, a closed fd: the child's next
+                    # write to this stream fails as it would have without cronlog.
+                    selector.unregister(key.fd)
+                    reading -= 1
+                    self._open.remove(key.fd)
+                    os.close(key.fd)
+
+    def _pass_through(self, target: int, chunk: bytes) -> bool:
+        """Write all of `chunk` to cronlog's fd `target`; False when that fails."""
         view = memoryview(chunk)
-        try:
-            while view:
+        while view:
+            try:
                 view = view[os.write(target, view) :]
-        except OSError:
-            # EPIPE (`| head -1`), EBADF (closed fd), a full disk: cronlog's own output
-            # failing must neither block nor kill the job, so keep draining the pipe.
-            self._silenced.add(target)
+            except BlockingIOError:
+                # Someone made the fd we share with our parent non-blocking: wait for
+                # room, as a blocking write would.
+                import select
+
+                select.select((), (target,), ())
+            except OSError:
+                return False
+        return True
 
     def _keep(self, chunk: bytes) -> None:
         if not self._tail_bytes:

@@ -7,7 +7,6 @@ so the tests can signal a runner that is not the test process, give it a broken 
 and measure its memory.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ def main() -> int:
     outcome_path, *argv = sys.argv[1:]
     outcome = runner.run(runner.Command(argv=argv, env=dict(os.environ)))
 
-    fields = dataclasses.asdict(outcome)
+    fields = {name: getattr(outcome, name) for name in runner.Outcome.__slots__}
     fields["output_tail"] = outcome.output_tail.decode("latin-1")
     fields["started_at"] = outcome.started_at.isoformat()
     fields["ended_at"] = outcome.ended_at.isoformat()
