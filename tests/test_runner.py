@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import faulthandler
 import fcntl
 import json
@@ -11,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -474,6 +476,18 @@ def test_a_full_disk_on_its_stdout_fails_the_job(tmp_path):
     assert driver_outcome(tmp_path)["signal"] == signal.SIGPIPE
 
 
+def wait_until_full(read_end):
+    capacity = fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ)
+    pending = array.array("i", [0])
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        fcntl.ioctl(read_end, termios.FIONREAD, pending)
+        if pending[0] >= capacity:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the pipe never filled up")
+
+
 def test_it_waits_for_room_when_its_own_stdout_is_non_blocking(tmp_path):
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)  # shared with whoever set it: cronlog sees it too
@@ -481,7 +495,7 @@ def test_it_waits_for_room_when_its_own_stdout_is_non_blocking(tmp_path):
     with os.fdopen(read_end, "rb") as reader:
         driver = subprocess.Popen(command, env=DRIVER_ENV, stdout=write_end)
         os.close(write_end)
-        time.sleep(0.2)  # let the pipe fill so that cronlog's writes would block
+        wait_until_full(read_end)  # from here on, cronlog's writes would block
 
         received = reader.read()
 

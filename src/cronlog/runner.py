@@ -6,8 +6,8 @@ a bounded tail of both, forwards the signals cronlog receives, enforces the time
 stamps when the child started and ended. It knows nothing of reports or HTTP.
 
 It sits on the start-up path of every job, so until the child is spawned it uses only
-modules the interpreter has already loaded or that are built into it; threading,
-selectors, collections and datetime are imported once the job runs. The child is
+modules built into the interpreter (and cronlog.exits); threading, selectors,
+collections and datetime are imported once the job runs. The child is
 started with posix_spawn, which costs less than subprocess to import and to call.
 
 Three threads share the work. A waiter thread blocks in waitid(WNOWAIT) and stamps the
