@@ -2,8 +2,8 @@
 
 Field names are the dashboard's, as its integration guide gives them. Optional fields
 that were not given are left out of the JSON rather than sent as null, so the dashboard
-applies its own defaults. Importing this module imports pydantic, so `cronlog run`
-imports it only once the job has started.
+applies its own defaults. The receiver validates with this model; `cronlog run` sends
+bodies built by `payload.build`, which shares its limits and is tested against it.
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ from pydantic import (
     PlainSerializer,
 )
 
+from cronlog.payload import (
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_OWNER,
+    NAME_LIMIT,
+    URL_LIMIT,
+    format_timestamp,
+)
+
 Status = Literal["success", "failed", "running"]
-STATUSES: tuple[Status, ...] = ("success", "failed", "running")
-
-DEFAULT_ENVIRONMENT = "production"
-DEFAULT_OWNER = "Coolify Cron"
-
-
-def format_timestamp(moment: datetime) -> str:
-    """UTC, millisecond precision, with the `Z` the guide's examples use."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _require_timezone(moment: datetime) -> datetime:
@@ -43,7 +41,7 @@ Timestamp = Annotated[
     AfterValidator(_require_timezone),
     PlainSerializer(format_timestamp, return_type=str),
 ]
-NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=NAME_LIMIT)]
 
 
 class TaskRun(BaseModel):
@@ -57,7 +55,7 @@ class TaskRun(BaseModel):
     started_at: Timestamp | None = None
     ended_at: Timestamp | None = None
     duration_ms: Annotated[int, Field(ge=0)] | None = None
-    log_url: Annotated[str, Field(max_length=2000)] | None = None
+    log_url: Annotated[str, Field(max_length=URL_LIMIT)] | None = None
     notes: str | None = None
     environment: NonEmpty = DEFAULT_ENVIRONMENT
     owner: NonEmpty = DEFAULT_OWNER

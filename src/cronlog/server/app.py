@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cronlog.errors import StateError
-from cronlog.models import STATUSES
+from cronlog.payload import STATUSES
 from cronlog.server import ingest
 from cronlog.server.ingest import Rejection
 from cronlog.server.overview import TaskInfo, TaskSummary, summarise
