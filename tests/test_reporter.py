@@ -435,10 +435,11 @@ class TLSServer:
                 server.requests.append(
                     self.rfile.read(int(self.headers["Content-Length"]))
                 )
+                answer = json.dumps(ACCEPTED).encode()
                 self.send_response(200)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(answer)
 
             def log_message(self, *args):
                 pass
@@ -472,3 +473,32 @@ def _http_date_in(seconds: float) -> str:
 
     moment = datetime.now(UTC).timestamp() + seconds
     return format_datetime(datetime.fromtimestamp(moment, UTC), usegmt=True)
+
+
+@respx.mock
+def test_a_2xx_that_is_not_the_dashboards_success_is_not_delivered(report):
+    login_page = httpx.Response(200, text="<html>login</html>")
+    respx.post(URL).mock(return_value=login_page)
+
+    with (
+        Reporter(Target(URL, KEY)) as reporter,
+        pytest.raises(DeliveryFailed) as raised,
+    ):
+        reporter.send(report)
+
+    assert not raised.value.retriable
+    assert "not as the dashboard does" in str(raised.value)
+
+
+@respx.mock
+def test_success_false_is_a_failure_worth_retrying(report):
+    route = respx.post(URL).mock(
+        side_effect=[httpx.Response(200, json={"success": False, "error": "db down"}),
+                     httpx.Response(200, json=ACCEPTED)]
+    )  # fmt: skip
+    reporter = Reporter(Target(URL, KEY), sleep=lambda seconds: None)
+
+    receipt = reporter.send(report)
+
+    assert receipt.attempts == 2
+    assert route.call_count == 2

@@ -29,12 +29,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 from cronlog import __version__, exits
 from cronlog.curl import CURL_EXITS, judge_http
 from cronlog.durations import format_duration
 from cronlog.errors import UsageError
+from cronlog.httpclient import httpx
 from cronlog.status_codes import DEFAULT_OK_STATUSES, OkStatuses
 
 MAX_REDIRECTS = 50  # curl's default --max-redirs

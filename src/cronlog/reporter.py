@@ -26,11 +26,10 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-import httpx
-
 from cronlog import __version__
 from cronlog.config import INGEST_PATH
 from cronlog.errors import ReportError
+from cronlog.httpclient import httpx
 
 if TYPE_CHECKING:
     from cronlog.models import TaskRun
@@ -177,7 +176,7 @@ class Reporter:
                 retry_after = None
             else:
                 log.debug("attempt %d answered HTTP %d", attempt, response.status_code)
-                if response.is_success:
+                if response.is_success and _accepted(response):
                     return Receipt(response.status_code, _answer(response), attempt)
                 failure = self._failure_for(response)
                 if not failure.retriable:
@@ -245,6 +244,17 @@ class Reporter:
         status = response.status_code
         url = self.target.url
         said = self._mask(_quote(response))
+
+        if response.is_success:
+            answer = _answer(response)
+            if isinstance(answer, dict) and answer.get("success") is False:
+                message = f"the dashboard at {url} could not record the run: {said}"
+                return DeliveryFailed(message, retriable=True, status_code=status)
+            message = (
+                f"{url} answered HTTP {status} but not as the dashboard does (no JSON "
+                f'{{"success": true}}): is the URL right? It said: {said}'
+            )
+            return DeliveryFailed(message, retriable=False, status_code=status)
 
         if status in RETRY_STATUSES:
             message = f"the dashboard at {url} answered HTTP {status}: {said}"
@@ -326,6 +336,16 @@ def _connect_failure(error: BaseException) -> str:
     if "certificate verify failed" in text.lower():
         return f"TLS certificate not trusted ({text})"
     return text or type(error).__name__
+
+
+def _accepted(response: httpx.Response) -> bool:
+    """The dashboard's own word that it recorded the run: `{"success": true}`.
+
+    Anything else answered with a 2xx (a login page of a proxy, `success: false`) has
+    not recorded it, and the report must not be dropped as delivered.
+    """
+    answer = _answer(response)
+    return isinstance(answer, dict) and answer.get("success") is True
 
 
 def _answer(response: httpx.Response) -> Any:
