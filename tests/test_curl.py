@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -45,9 +46,9 @@ def test_it_inserts_a_private_header_file_right_after_curl(tmp_path, no_curlrc):
     probe = prepare(argv, tmp_path, no_curlrc)
 
     assert probe.header_file is not None
-    assert probe.header_file.parent == tmp_path
+    assert Path(probe.header_file).parent == tmp_path
     assert probe.argv == ("curl", "--dump-header", str(probe.header_file), *argv[1:])
-    assert stat.S_IMODE(probe.header_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(probe.header_file).stat().st_mode) == 0o600
     assert probe.unprobed_reason is None
 
 
@@ -63,11 +64,8 @@ def test_it_keeps_a_leading_q_first_so_the_curlrc_stays_disabled(
 @pytest.mark.parametrize(
     ("argv", "why"),
     [
-        (["curl", "-D", "h.txt", URL], "--dump-header"),
-        (["curl", "-Dh.txt", URL], "--dump-header"),
         (["curl", "-sD", "h.txt", URL], "--dump-header"),
         (["curl", "-sSfD", "-", URL], "--dump-header"),
-        (["curl", URL, "--dump-header", "h.txt"], "--dump-header"),
         (["curl", "--dump-header=h.txt", URL], "--dump-header"),
         (["curl", "--dump-h", "h.txt", URL], "--dump-header"),
         (["curl", "-K", "job.cfg"], "-K/--config"),
@@ -170,7 +168,7 @@ def test_it_does_not_probe_when_it_cannot_create_the_header_file(tmp_path, no_cu
 
 def test_read_status_takes_the_final_response_and_removes_the_file(tmp_path, no_curlrc):
     probe = prepare(["curl", "-L", URL], tmp_path, no_curlrc)
-    probe.header_file.write_bytes(
+    Path(probe.header_file).write_bytes(
         b"HTTP/1.1 301 Moved Permanently\r\nLocation: /next\r\n\r\n"
         b"HTTP/2 500 \r\ncontent-type: text/plain\r\n\r\n"
     )
@@ -178,7 +176,7 @@ def test_read_status_takes_the_final_response_and_removes_the_file(tmp_path, no_
     status = curl.read_status(probe)
 
     assert status == 500
-    assert not probe.header_file.exists()
+    assert not Path(probe.header_file).exists()
 
 
 @pytest.mark.parametrize(
@@ -205,7 +203,7 @@ def test_read_status_of_an_unprobed_command_is_unknown(tmp_path, no_curlrc):
 
 def test_read_status_survives_a_header_file_curl_never_wrote(tmp_path, no_curlrc):
     probe = prepare(["curl", URL], tmp_path, no_curlrc)
-    probe.header_file.unlink()
+    Path(probe.header_file).unlink()
 
     assert curl.read_status(probe) is None
 
@@ -269,3 +267,26 @@ def test_an_unprobed_failure_says_the_status_was_not_checked():
 
 def test_an_unknown_status_with_exit_0_is_a_success():
     assert curl.judge_http(0, None, DEFAULT_OK_STATUSES, "uses --next")[0] == "success"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["curl", "-D", "h.txt", URL],
+        ["curl", "-Dh.txt", URL],
+        ["curl", URL, "--dump-header", "h.txt"],
+    ],
+)
+def test_a_command_dumping_its_headers_to_a_file_is_judged_from_that_file(
+    tmp_path, no_curlrc, argv, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    probe = curl.prepare(argv, tmp_path, no_curlrc)
+    Path("h.txt").write_bytes(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+
+    status = curl.read_status(probe)
+
+    assert probe.argv == tuple(argv)
+    assert (probe.header_file, probe.unprobed_reason) == ("h.txt", None)
+    assert status == 503
+    assert Path("h.txt").exists()  # the user's file is theirs to keep

@@ -35,11 +35,9 @@ def settings_for(url: str | None, **flags) -> config.Settings:
     return config.resolve(flags, env)
 
 
-def lost_run(notes: str) -> dict:
-    return {
-        "run_id": str(uuid.uuid4()),
-        "fields": {**FIELDS, "status": "failed", "notes": notes},
-    }
+def lost_run(notes: str) -> tuple[str, dict]:
+    """(run id, body) of a run whose cronlog died before reporting it."""
+    return str(uuid.uuid4()), {**FIELDS, "status": "failed", "notes": notes}
 
 
 def outbox_of(state_dir: Path) -> Outbox:
@@ -82,7 +80,7 @@ def test_finish_sends_its_own_report_then_the_lost_runs_then_the_backlog(
     sending.finish(FIELDS, lost=lost)
 
     keys = [r.headers["Idempotency-Key"] for r in ingest_server.received]
-    assert keys == [sending.run_id, *(r["run_id"] for r in lost),
+    assert keys == [sending.run_id, *(run_id for run_id, _ in lost),
                     *(r.run_id for r in waiting)]  # fmt: skip
     assert len(outbox_of(state_dir)) == 0
 
@@ -99,7 +97,7 @@ def test_an_undelivered_report_and_the_lost_runs_wait_in_the_outbox_in_order(
         sending.finish(FIELDS, lost=lost)
 
     entries = outbox_of(state_dir).pending()
-    assert [e.run_id for e in entries] == [sending.run_id, lost[0]["run_id"]]
+    assert [e.run_id for e in entries] == [sending.run_id, lost[0][0]]
     assert entries[0].body == FIELDS
     assert "waits in the outbox" in caplog.text
     assert KEY not in caplog.text

@@ -153,7 +153,7 @@ def test_curl_is_judged_by_its_http_status(
 
     assert (status, verdict, reason, exit_status) == expected
     assert capfd.readouterr() == (stdout.decode(), "")
-    assert not probe.header_file.exists()
+    assert not Path(probe.header_file).exists()
 
 
 @pytest.mark.parametrize(("path", "args", "expected", "stdout"), CASES)
@@ -411,7 +411,7 @@ def test_curl_speaking_tls_to_plain_http_exits_35(base, tmp_path):
 def test_the_header_file_lives_where_it_was_told(tmp_path):
     probe = curl.prepare(["curl", "http://127.0.0.1/"], tmp_path, os.environ)
 
-    assert probe.header_file.parent == Path(tmp_path)
+    assert Path(probe.header_file).parent == Path(tmp_path)
     curl.read_status(probe)
     assert list(tmp_path.iterdir()) == [tmp_path / "home"]
 

@@ -30,9 +30,17 @@ def state_dir(tmp_path: Path) -> Path:
     return path
 
 
-def record(run_id: str, task_id: str = TASK) -> dict:
-    return {"run_id": run_id, "task_id": task_id, "started_at": "2026-01-04T02:00:00Z",
-            "pid": os.getpid()}  # fmt: skip
+STARTED = "2026-01-04T02:00:00Z"
+
+
+def record(run_id: str, pid: int | None = None) -> dict:
+    """What a marker made by this process (or `pid`) holds."""
+    return {"run_id": run_id, "started_at": STARTED, "pid": pid or os.getpid()}
+
+
+def marker_code(run_id: str, task_id: str = TASK) -> str:
+    """The statement that makes a marker, for another process to run."""
+    return f"m = locks.RunMarker(state_dir, {task_id!r}, {run_id!r}, {STARTED!r})"
 
 
 def _holder(state_dir: Path, code: str) -> subprocess.Popen[str]:
@@ -114,24 +122,24 @@ def test_locks_of_different_tasks_do_not_meet(state_dir):
 def test_a_task_id_with_a_slash_stays_inside_the_locks_directory(state_dir):
     lock = TaskLock(state_dir, "../../etc/passwd")
 
-    assert lock.path.parent == state_dir / locks.LOCKS_DIR
+    assert Path(lock.path).parent == state_dir / locks.LOCKS_DIR
     assert lock.acquire("x")
     lock.release()
 
 
 def test_a_holder_that_cannot_be_read_is_empty(state_dir):
     lock = TaskLock(state_dir, TASK)
-    lock.path.write_text("not json")
+    Path(lock.path).write_text("not json")
 
     assert lock.holder() == {}
 
 
-def test_the_job_does_not_inherit_the_lock(state_dir):
+def test_no_lock_is_inherited_unless_passed_on_to_the_job(state_dir):
     lock = TaskLock(state_dir, TASK)
     lock.acquire("x")
-    marker = RunMarker(state_dir, record("run-1"))
+    marker = RunMarker(state_dir, TASK, "run-1", STARTED)
 
-    flags = [fcntl.fcntl(fd, fcntl.F_GETFD) for fd in (lock._fd, marker._fd)]
+    flags = [fcntl.fcntl(fd, fcntl.F_GETFD) for fd in (lock.fd, marker._fd)]
 
     assert all(flag & fcntl.FD_CLOEXEC for flag in flags)
     lock.release()
@@ -139,20 +147,20 @@ def test_the_job_does_not_inherit_the_lock(state_dir):
 
 
 def test_a_run_marker_holds_its_record_in_a_private_file(state_dir):
-    marker = RunMarker(state_dir, record("run-1"))
+    marker = RunMarker(state_dir, TASK, "run-1", STARTED)
 
-    assert json.loads(marker.path.read_text()) == record("run-1")
-    assert stat.S_IMODE(marker.path.stat().st_mode) == 0o600
-    assert marker.path.parent == state_dir / locks.INFLIGHT_DIR / TASK
-    assert os.listdir(marker.path.parent) == ["run-1.json"]
+    assert json.loads(Path(marker.path).read_text()) == record("run-1")
+    assert stat.S_IMODE(Path(marker.path).stat().st_mode) == 0o600
+    assert Path(marker.path).parent == state_dir / locks.INFLIGHT_DIR / TASK
+    assert os.listdir(Path(marker.path).parent) == ["run-1.json"]
 
     marker.remove()
 
-    assert not marker.path.exists()
+    assert not Path(marker.path).exists()
 
 
 def test_a_marker_locked_by_a_live_process_is_not_abandoned(state_dir):
-    holder = _holder(state_dir, f"m = locks.RunMarker(state_dir, {record('run-1')!r})")
+    holder = _holder(state_dir, marker_code("run-1"))
     try:
         found = abandoned_runs(state_dir, TASK)
     finally:
@@ -162,20 +170,20 @@ def test_a_marker_locked_by_a_live_process_is_not_abandoned(state_dir):
 
 
 def test_a_marker_whose_process_was_killed_is_abandoned_with_its_record(state_dir):
-    holder = _holder(state_dir, f"m = locks.RunMarker(state_dir, {record('run-1')!r})")
+    holder = _holder(state_dir, marker_code("run-1"))
     _kill(holder)
 
     [run] = abandoned_runs(state_dir, TASK)
 
-    assert run.record == record("run-1")
-    assert run.path.name == "run-1.json"
+    assert run.record == record("run-1", pid=holder.pid)
+    assert Path(run.path).name == "run-1.json"
     run.resolve()
-    assert not run.path.exists()
+    assert not Path(run.path).exists()
     assert abandoned_runs(state_dir, TASK) == []
 
 
 def test_a_claimed_marker_is_not_claimed_twice(state_dir):
-    holder = _holder(state_dir, f"m = locks.RunMarker(state_dir, {record('run-1')!r})")
+    holder = _holder(state_dir, marker_code("run-1"))
     _kill(holder)
 
     [first] = abandoned_runs(state_dir, TASK)
@@ -187,7 +195,7 @@ def test_a_claimed_marker_is_not_claimed_twice(state_dir):
 
 
 def test_a_claimed_marker_is_not_claimed_by_another_process_either(state_dir):
-    dead = _holder(state_dir, f"m = locks.RunMarker(state_dir, {record('run-1')!r})")
+    dead = _holder(state_dir, marker_code("run-1"))
     _kill(dead)
     claimer = _holder(
         state_dir, f"claimed = locks.abandoned_runs(state_dir, {TASK!r}); "
@@ -231,7 +239,7 @@ def test_a_corrupt_marker_is_still_reported_as_a_lost_run(state_dir):
     [run] = abandoned_runs(state_dir, TASK)
 
     assert run.record == {}
-    assert run.path.stem == "run-1"
+    assert Path(run.path).stem == "run-1"
     run.resolve()
 
 
@@ -245,7 +253,7 @@ def test_a_marker_being_written_is_never_taken_for_a_dead_run(state_dir):
 
 def test_markers_of_other_tasks_are_not_touched(state_dir):
     holder = _holder(
-        state_dir, f"m = locks.RunMarker(state_dir, {record('run-1', 'other')!r})"
+        state_dir, marker_code("run-1", "other")
     )
     _kill(holder)
 

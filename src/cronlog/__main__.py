@@ -1,4 +1,4 @@
-"""The `cronlog` entry point: logging, the fast path of `run`, the error boundary.
+"""The `cronlog` entry point: the fast path of `run`, and the error boundary.
 
 A well-formed `cronlog run` line is read by the lean parser in run_options.py and the
 job starts before click is imported. Everything else, including any `run` line that
@@ -8,32 +8,12 @@ boundary, `errors.run_with_boundary`.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Sequence
 
-
-class _StderrHandler(logging.Handler):
-    """cronlog's own words: one `cronlog:` line each on stderr, never on stdout."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(f"cronlog: {record.getMessage()}\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass  # stderr is gone (closed by the caller): nothing left to tell
-
-
-def configure_logging(verbose: int) -> None:
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    root = logging.getLogger("cronlog")
-    root.handlers[:] = [_StderrHandler()]
-    root.setLevel(level)
-    root.propagate = False
-    if verbose >= 2:
-        logging.getLogger("httpx").addHandler(root.handlers[0])
-        logging.getLogger("httpx").setLevel(logging.INFO)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def _reopen_closed_standard_fds() -> None:
@@ -58,10 +38,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(run_cli(args))
 
+    from cronlog import logs
     from cronlog.jobs import run_job
 
-    configure_logging(options.verbose)
-    sys.exit(run_with_boundary(lambda: run_job(options, os.environ)))
+    logs.set_verbosity(options.verbose)
+    status = run_with_boundary(lambda: run_job(options, os.environ))
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> None:
+    """Exit without tearing the interpreter down: with every file already closed and
+    the streams flushed, unloading hundreds of modules only delays cron's next job."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue  # the stream is gone: nothing left to flush
+    os._exit(status)
 
 
 if __name__ == "__main__":

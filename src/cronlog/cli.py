@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -234,7 +235,7 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
     from cronlog.store import open_store
 
     settings = config.resolve({}, os.environ)
-    store = open_store(jobs.state_dir_or_fail(settings) / delivery.STORE_FILE)
+    store = open_store(Path(jobs.state_dir_or_fail(settings), delivery.STORE_FILE))
     try:
         runs = store.runs(task_id=task_id, limit=limit)
     finally:
@@ -283,7 +284,7 @@ def flush_command(**values: Any) -> None:
     from cronlog.outbox import Outbox, flush
     from cronlog.reporter import Reporter, Target
 
-    outbox = Outbox(jobs.state_dir_or_fail(settings) / delivery.OUTBOX_DIR)
+    outbox = Outbox(Path(jobs.state_dir_or_fail(settings), delivery.OUTBOX_DIR))
     target = Target(
         settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
     )
@@ -311,7 +312,7 @@ def outbox_command(as_json: bool) -> None:
     from cronlog.outbox import Outbox
 
     settings = config.resolve({}, os.environ)
-    outbox = Outbox(jobs.state_dir_or_fail(settings) / delivery.OUTBOX_DIR)
+    outbox = Outbox(Path(jobs.state_dir_or_fail(settings), delivery.OUTBOX_DIR))
     entries = [("waiting", e) for e in outbox.pending()]
     entries += [("rejected", e) for e in outbox.rejected()]
 
@@ -404,7 +405,7 @@ def serve_command(
     """
     _configure(1)  # one INFO line a request
     settings = config.resolve({"api_key_file": api_key_file}, os.environ)
-    location = db or str(jobs.state_dir_or_fail(settings) / delivery.STORE_FILE)
+    location = db or str(Path(jobs.state_dir_or_fail(settings), delivery.STORE_FILE))
     known = tasks.registry(settings.tasks)
 
     from cronlog.server import serve
@@ -428,7 +429,7 @@ def _record_locally(
 ) -> dict[str, Any]:
     from cronlog.store import open_store
 
-    store = open_store(state_dir / delivery.STORE_FILE)
+    store = open_store(Path(state_dir, delivery.STORE_FILE))
     try:
         row, _created = store.record(body, idempotency_key=run_id)
     finally:
@@ -489,9 +490,10 @@ def _warn(message: str) -> None:
 
 
 def _configure(verbose: int) -> None:
-    from cronlog.__main__ import configure_logging
+    from cronlog import logs
 
-    configure_logging(verbose)
+    logs.set_verbosity(verbose)
+    logs.configure()
 
 
 def run_cli(args: Sequence[str]) -> int:

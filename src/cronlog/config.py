@@ -14,7 +14,8 @@ import stat
 
 from cronlog.durations import parse_duration
 from cronlog.errors import ConfigError, UsageError
-from cronlog.tasks import NAME_LIMIT, check_task_id
+from cronlog.payload import NAME_LIMIT
+from cronlog.tasks import check_task_id
 
 # No runtime `typing`, `dataclasses` or `pathlib`, and `tomllib` and `urllib` only when
 # there is a file or a URL to read: this runs before every job, where imports cost more

@@ -23,16 +23,15 @@ treated as the user's own header file so that cronlog never changes such a comma
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from cronlog import exits
-from cronlog.status_codes import OkStatuses
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from cronlog.status_codes import OkStatuses
 
 HEADER_FILE_PREFIX = "curl-headers-"
 
@@ -71,18 +70,27 @@ _UNPROBEABLE_LONG = {
     "parallel": _UNPROBEABLE_SHORT["Z"],
 }
 # A curlrc line's option ends at white space, `=` or `:`; its dashes are optional.
-_CURLRC_OPTION = re.compile(r"[^\s=:]+")
+_CURLRC_OPTION = r"[^\s=:]+"
 # `HTTP/1.1 200 OK`, `HTTP/2 204`: the status of one response in the header file.
-_STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)? ([1-5]\d\d)\b", re.MULTILINE)
+_STATUS_LINE = rb"^HTTP/\d(?:\.\d)? ([1-5]\d\d)\b"
 
 
-@dataclass(frozen=True)
 class CurlProbe:
     """A curl command ready to run, and where its response headers will be."""
 
-    argv: tuple[str, ...]  # what to run
-    header_file: Path | None  # None when not probed
-    unprobed_reason: str | None  # why the status cannot be learned, or None
+    __slots__ = ("argv", "header_file", "owned", "unprobed_reason")
+
+    def __init__(
+        self,
+        argv: tuple[str, ...],
+        header_file: str | None,
+        unprobed_reason: str | None,
+        owned: bool = True,
+    ) -> None:
+        self.argv = argv  # what to run
+        self.header_file = header_file  # None when not probed
+        self.unprobed_reason = unprobed_reason  # why the status cannot be learned
+        self.owned = owned  # cronlog's own file, removed once read (not the user's -D)
 
 
 def is_curl(argv: Sequence[str]) -> bool:
@@ -91,14 +99,19 @@ def is_curl(argv: Sequence[str]) -> bool:
 
 
 def prepare(
-    argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
+    argv: Sequence[str], workdir: str, env: Mapping[str, str] | None = None
 ) -> CurlProbe:
     """The command to run: `argv` with a private `--dump-header`, or as it was.
 
-    `env` is the job's environment, which says where curl looks for a curlrc.
+    A command that already dumps its headers to one file is left as it is, and that
+    file is read. `env` is the job's environment, which says where curl looks for a
+    curlrc.
     """
     argv = tuple(argv)
     disables_curlrc = _disables_curlrc(argv)
+    users_file = _users_header_file(argv[1:])
+    if users_file is not None:
+        return CurlProbe(argv, users_file, None, owned=False)
     reason = _unprobeable_reason(argv[1:])
     if reason is None and not disables_curlrc:
         reason = _curlrc_reason(os.environ if env is None else env)
@@ -117,7 +130,7 @@ def prepare(
 
     at = 2 if disables_curlrc else 1
     probed = (*argv[:at], "--dump-header", name, *argv[at:])
-    return CurlProbe(probed, Path(name), None)
+    return CurlProbe(probed, name, None)
 
 
 def read_status(probe: CurlProbe) -> int | None:
@@ -126,19 +139,22 @@ def read_status(probe: CurlProbe) -> int | None:
         return None
 
     try:
-        headers = probe.header_file.read_bytes()
+        with open(probe.header_file, "rb") as file:
+            headers = file.read()
     except OSError:
         return None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            probe.header_file.unlink()
+        if probe.owned:
+            _remove(probe.header_file)
 
     return final_status(headers)
 
 
 def final_status(headers: bytes) -> int | None:
     """The status of the last response that is not informational (1xx)."""
-    statuses = [int(match) for match in _STATUS_LINE.findall(headers)]
+    import re
+
+    statuses = [int(match) for match in re.findall(_STATUS_LINE, headers, re.MULTILINE)]
     final = [status for status in statuses if status >= 200]
     return final[-1] if final else None
 
@@ -170,6 +186,38 @@ def judge_http(
         return "failed", f"HTTP {http_status}", exits.HTTP_ERROR
 
     return "success", None, 0
+
+
+def _users_header_file(words: Sequence[str]) -> str | None:
+    """The file of the command's own single `-D FILE`, when nothing else prevents
+    reading it; None otherwise (no -D, `-D -`, several, or other obstacles)."""
+    dumps = [
+        position
+        for position, word in enumerate(words)
+        if word in ("-D", "--dump-header") or (word.startswith("-D") and len(word) > 2)
+    ]
+    if len(dumps) != 1:
+        return None
+
+    position = dumps[0]
+    word = words[position]
+    if word in ("-D", "--dump-header"):
+        if position + 1 >= len(words):
+            return None
+        target, rest = words[position + 1], [*words[:position], *words[position + 2 :]]
+    else:
+        target, rest = word[2:], [*words[:position], *words[position + 1 :]]
+
+    if target in ("", "-") or target.startswith("%") or _unprobeable_reason(rest):
+        return None
+    return target
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return  # already gone: that is what was wanted
 
 
 def _disables_curlrc(argv: tuple[str, ...]) -> bool:
@@ -213,13 +261,16 @@ def _option_problem(word: str) -> str | None:
 
 def _curlrc_reason(env: Mapping[str, str]) -> str | None:
     """Why a curlrc curl may read makes the header file untrustworthy, or None."""
+    import re
+
     for path in _curlrc_candidates(env):
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            with open(path, encoding="utf-8", errors="replace") as file:
+                lines = file.read().splitlines()
         except OSError:
             continue
         for line in lines:
-            option = _CURLRC_OPTION.match(line.strip())
+            option = re.match(_CURLRC_OPTION, line.strip())
             if option is None or option.group().startswith("#"):
                 continue
             word = option.group()
@@ -229,20 +280,26 @@ def _curlrc_reason(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _curlrc_candidates(env: Mapping[str, str]) -> list[Path]:
+def _curlrc_candidates(env: Mapping[str, str]) -> list[str]:
     """Every file some curl version reads as its curlrc (only the first found is)."""
-    home = env.get("HOME")
-    if not home:
-        with contextlib.suppress(KeyError):
-            home = pwd.getpwuid(os.getuid()).pw_dir
+    home = env.get("HOME") or _home_of_user()
 
     candidates = [
-        Path(directory) / ".curlrc"
+        os.path.join(directory, ".curlrc")
         for directory in (env.get("CURL_HOME"), env.get("XDG_CONFIG_HOME"), home)
         if directory
     ]
     if env.get("XDG_CONFIG_HOME"):
-        candidates.append(Path(env["XDG_CONFIG_HOME"]) / "curlrc")
+        candidates.append(os.path.join(env["XDG_CONFIG_HOME"], "curlrc"))
     if home:
-        candidates.append(Path(home) / ".config" / "curlrc")
+        candidates.append(os.path.join(home, ".config", "curlrc"))
     return candidates
+
+
+def _home_of_user() -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return None

@@ -2,31 +2,31 @@
 dashboard configured) the local store; or, with --dry-run, stderr.
 
 `start` is called as soon as the job runs (or, with --report-start, just before): a
-background thread imports pydantic and the reporter and builds the HTTP client, TLS
-context included, while the job works. `finish` waits for it and delivers. Nothing
-here raises for a report that could not be delivered: that is a warning, and the
-report waits in the outbox.
+background thread imports the reporter and builds its HTTP client, TLS context
+included, while the job works. `finish` waits for it and delivers. Nothing here
+raises for a report that could not be delivered: that is a warning, and the report
+waits in the outbox.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
-import threading
-import uuid
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from cronlog import config
+from cronlog import logs
 from cronlog.errors import CronlogError, StateError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cronlog.models import TaskRun
+    import threading
+    from collections.abc import Sequence
+    from typing import Any
+
+    from cronlog import config
     from cronlog.outbox import Outbox
     from cronlog.reporter import Report, Reporter
 
-log = logging.getLogger(__name__)
+log = logs.logger(__name__)
 
 STORE_FILE = "runs.sqlite3"
 OUTBOX_DIR = "outbox"
@@ -37,19 +37,27 @@ BACKLOG_BUDGET = 10.0  # how long one run may spend delivering older reports
 BACKLOG_REPORT_DEADLINE = 5.0
 
 
+def new_run_id() -> str:
+    """A random (version 4) UUID, without importing uuid on the start-up path."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class Delivery:
     def __init__(
-        self, settings: config.Settings, state_dir: Path | None, *, dry_run: bool
-    ):
+        self, settings: config.Settings, state_dir: str | None, *, dry_run: bool
+    ) -> None:
         self.settings = settings
         self.state_dir = state_dir
         self.dry_run = dry_run
-        self.run_id = str(uuid.uuid4())
+        self.run_id = new_run_id()
         self._reporter: Reporter | None = None
         self._thread: threading.Thread | None = None
+        self._start_reported: threading.Event | None = None
         self._failure: BaseException | None = None
         self._cannot_send: str | None = None
-        self._start_reported = threading.Event()
 
     @property
     def to_dashboard(self) -> bool:
@@ -57,7 +65,10 @@ class Delivery:
 
     def start(self, running: dict[str, Any] | None = None) -> None:
         """Prepare in the background; with `running`, also report the run as started."""
+        import threading
+
         if self._thread is None:
+            self._start_reported = threading.Event()
             self._thread = threading.Thread(
                 target=self._prepare,
                 args=(running,),
@@ -67,12 +78,14 @@ class Delivery:
             self._thread.start()
 
     def wait_for_start_report(self) -> None:
-        self._start_reported.wait(REPORT_START_WAIT)
+        if self._start_reported is not None:
+            self._start_reported.wait(REPORT_START_WAIT)
 
     def finish(
-        self, fields: dict[str, Any], lost: Sequence[dict[str, Any]] = ()
+        self, body: dict[str, Any], lost: Sequence[tuple[str, dict[str, Any]]] = ()
     ) -> None:
-        """Deliver this run's report, then those of `lost` runs, then the backlog."""
+        """Deliver this run's body, then the (run id, body) of lost runs, then the
+        backlog of the outbox."""
         if self._thread is None:
             self._prepare(None)  # the job never started: there was nothing to overlap
         else:
@@ -80,77 +93,75 @@ class Delivery:
         if self._failure is not None:
             raise self._failure
 
-        from cronlog.models import TaskRun
-
-        runs = [(self.run_id, TaskRun(**fields))]
-        runs += [(record["run_id"], TaskRun(**record["fields"])) for record in lost]
+        bodies = [(self.run_id, body), *lost]
         if self.dry_run:
-            for _, run in runs:
-                self._print(run)
+            for _, each in bodies:
+                self._print(each)
         elif self._reporter is not None:
-            self._send(runs, self._reporter)
+            self._send(bodies, self._reporter)
         elif self.to_dashboard:
-            self._keep_all(runs, self._cannot_send or "the reporter could not start")
+            self._keep_all(bodies, self._cannot_send or "the reporter could not start")
         else:
-            self._record_locally(runs)
+            self._record_locally(bodies)
 
     def _prepare(self, running: dict[str, Any] | None) -> None:
         try:
-            import cronlog.models  # noqa: F401  (importing it is the work overlapped)
-
             if self.to_dashboard:
-                from cronlog.reporter import Reporter, Target
-
-                target = Target(
-                    url=str(self.settings.ingest_url),
-                    api_key=self.settings.api_key.value,
-                    ca_bundle=self.settings.ca_bundle.value,
-                )
-                reporter = Reporter(target, deadline=self.settings.report_timeout.value)
-                try:
-                    reporter.warm_up()
-                except CronlogError as error:  # e.g. an unreadable CA bundle
-                    self._cannot_send = str(error)
-                else:
-                    self._reporter = reporter
+                self._reporter = self._start_reporter()
             if running is not None:
                 self._report_start(running)
         except BaseException as error:  # handed to the main thread by finish()
             self._failure = error
         finally:
-            self._start_reported.set()
+            if self._start_reported is not None:
+                self._start_reported.set()
 
-    def _report_start(self, fields: dict[str, Any]) -> None:
-        from cronlog.models import TaskRun
+    def _start_reporter(self) -> Reporter | None:
+        from cronlog.reporter import Reporter, Target
 
-        run = TaskRun(**fields)
+        target = Target(
+            url=str(self.settings.ingest_url),
+            api_key=self.settings.api_key.value,
+            ca_bundle=self.settings.ca_bundle.value,
+        )
+        reporter = Reporter(target, deadline=self.settings.report_timeout.value)
+        try:
+            reporter.warm_up()
+        except CronlogError as error:  # e.g. a CA bundle removed while the job ran
+            self._cannot_send = str(error)
+            return None
+        return reporter
+
+    def _report_start(self, body: dict[str, Any]) -> None:
+        run_id = f"{self.run_id}-start"
         if self.dry_run:
-            self._print(run)
+            self._print(body)
         elif self._reporter is None:
-            self._record_locally([(f"{self.run_id}-start", run)])
+            self._record_locally([(run_id, body)])
         else:
             from cronlog.reporter import Report
 
-            report = Report(run_id=f"{self.run_id}-start", body=run.to_body())
             deadline = min(REPORT_START_DEADLINE, self.settings.report_timeout.value)
             try:
-                self._reporter.send(report, deadline=deadline)
+                self._reporter.send(Report(run_id, body), deadline=deadline)
             except CronlogError as error:
                 log.info("the start of the run was not reported: %s", error)
 
-    def _print(self, run: TaskRun) -> None:
+    def _print(self, body: dict[str, Any]) -> None:
         import json
 
         target = self.settings.ingest_url or "the local store"
         sys.stderr.write(f"cronlog: dry run: would send to {target}:\n")
-        sys.stderr.write(json.dumps(run.to_body(), indent=2, ensure_ascii=False) + "\n")
+        sys.stderr.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
-    def _send(self, runs: list[tuple[str, TaskRun]], reporter: Reporter) -> None:
-        from cronlog.outbox import Outbox, flush
+    def _send(
+        self, bodies: list[tuple[str, dict[str, Any]]], reporter: Reporter
+    ) -> None:
+        from cronlog.outbox import flush
         from cronlog.reporter import Report
 
-        outbox = Outbox(self.state_dir / OUTBOX_DIR) if self.state_dir else None
-        reports = [Report(run_id=run_id, body=run.to_body()) for run_id, run in runs]
+        outbox = self._outbox()
+        reports = [Report(run_id, body) for run_id, body in bodies]
         with reporter:
             for position, report in enumerate(reports):
                 try:
@@ -160,22 +171,22 @@ class Delivery:
                         self._keep(waiting, outbox, str(error))
                     return
             if outbox is not None:
+                deadline = min(
+                    BACKLOG_REPORT_DEADLINE, self.settings.report_timeout.value
+                )
                 flush(
                     reporter,
                     outbox,
                     budget=BACKLOG_BUDGET,
-                    per_report_deadline=min(
-                        BACKLOG_REPORT_DEADLINE, self.settings.report_timeout.value
-                    ),
+                    per_report_deadline=deadline,
                 )
 
-    def _keep_all(self, runs: list[tuple[str, TaskRun]], why: str) -> None:
-        from cronlog.outbox import Outbox
+    def _keep_all(self, bodies: list[tuple[str, dict[str, Any]]], why: str) -> None:
         from cronlog.reporter import Report
 
-        outbox = Outbox(self.state_dir / OUTBOX_DIR) if self.state_dir else None
-        for run_id, run in runs:
-            self._keep(Report(run_id=run_id, body=run.to_body()), outbox, why)
+        outbox = self._outbox()
+        for run_id, body in bodies:
+            self._keep(Report(run_id, body), outbox, why)
 
     def _keep(self, report: Report, outbox: Outbox | None, why: str) -> None:
         if outbox is None:
@@ -194,8 +205,16 @@ class Delivery:
             "report not delivered: %s; it waits in the outbox (cronlog flush)", why
         )
 
-    def _record_locally(self, runs: list[tuple[str, TaskRun]]) -> None:
+    def _outbox(self) -> Outbox | None:
+        from pathlib import Path
+
+        from cronlog.outbox import Outbox
+
+        return Outbox(Path(self.state_dir, OUTBOX_DIR)) if self.state_dir else None
+
+    def _record_locally(self, bodies: list[tuple[str, dict[str, Any]]]) -> None:
         import sqlite3
+        from pathlib import Path
 
         from cronlog.store import open_store
 
@@ -203,10 +222,10 @@ class Delivery:
             log.warning("no state directory, so the run was not recorded")
             return
         try:
-            store = open_store(self.state_dir / STORE_FILE)
+            store = open_store(Path(self.state_dir, STORE_FILE))
             try:
-                for run_id, run in runs:
-                    store.record(run.to_body(), idempotency_key=run_id)
+                for run_id, body in bodies:
+                    store.record(body, idempotency_key=run_id)
             finally:
                 store.close()
         except (StateError, sqlite3.Error, OSError) as error:

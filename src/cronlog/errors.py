@@ -13,9 +13,12 @@ Only `main` entry points call `run_with_boundary`; everything else raises.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from cronlog import exits
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class CronlogError(Exception):

@@ -8,6 +8,7 @@ closest known one suggested.
 from __future__ import annotations
 
 from cronlog.errors import ConfigError, UsageError
+from cronlog.payload import NAME_LIMIT  # the dashboard's limit on IDs and titles
 
 # No runtime `typing` or `datetime`: this module is imported before every job starts.
 TYPE_CHECKING = False
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 SINGAPORE = "Asia/Singapore"  # the guide's times are SGT
-NAME_LIMIT = 200  # the dashboard's limit on a task ID or title
 
 
 class Task:
