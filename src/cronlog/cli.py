@@ -302,7 +302,8 @@ def flush_command(**values: Any) -> None:
     )
     if result.remaining:
         why = result.error or "another cronlog is delivering them"
-        raise CronlogError(f"{result.remaining} reports still waiting: {why}")
+        waiting = "1 report" if result.remaining == 1 else f"{result.remaining} reports"
+        raise CronlogError(f"{waiting} still waiting: {why}")
 
 
 @app.command("outbox")
@@ -501,7 +502,10 @@ def run_cli(args: Sequence[str]) -> int:
 
     def invoke() -> int:
         try:
-            app.main(list(args), prog_name="cronlog", standalone_mode=False)
+            # Bare `cronlog` is a question: answer it with the help, exit 0.
+            app.main(
+                list(args) or ["--help"], prog_name="cronlog", standalone_mode=False
+            )
         except click.exceptions.Exit as done:
             return done.exit_code
         except click.UsageError as error:

@@ -83,17 +83,14 @@ def build(
         if room <= MARKER_ROOM:
             return _fit(prefix, limit)
         kept = output[-(room - MARKER_ROOM) :]
-        output = _marker(len(output) - len(kept), earlier_bytes) + kept
+        dropped = output[: len(output) - len(kept)]
+        output = _marker(earlier_bytes + len(dropped.encode())) + kept
     return f"{prefix}{separator}{output}" if prefix else output
 
 
-def _marker(cut_chars: int, earlier_bytes: int) -> str:
-    parts = []
-    if earlier_bytes:
-        parts.append(f"{earlier_bytes:,} bytes")
-    if cut_chars > 0:
-        parts.append(f"{cut_chars:,} characters")
-    return f"[… {' and '.join(parts)} of earlier output cut]\n"
+def _marker(cut_bytes: int) -> str:
+    """Says how much came before what is kept (counted after colour codes went)."""
+    return f"[… {cut_bytes:,} bytes of earlier output cut]\n"
 
 
 def _fit(text: str, limit: int) -> str:
