@@ -27,6 +27,24 @@ ISOLATED_VARIABLES = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Even module-scoped fixtures, which run before the per-test isolation, keep
+    cronlog's state out of the machine's own (/var/lib/cronlog for root)."""
+    saved = {
+        name: os.environ.get(name) for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME")
+    }
+    home = tmp_path_factory.mktemp("session-home")
+    os.environ["XDG_STATE_HOME"] = str(home / "state")
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the machine's cronlog settings, keys or state."""

@@ -264,3 +264,11 @@ def test_markers_of_other_tasks_are_not_touched(state_dir):
 
 def test_a_task_with_no_markers_has_no_abandoned_runs(state_dir):
     assert abandoned_runs(state_dir, "never-ran") == []
+
+
+def test_every_directory_a_marker_needs_is_private(state_dir):
+    marker = RunMarker(state_dir, TASK, "run-1", STARTED)
+
+    for directory in (state_dir / locks.INFLIGHT_DIR, Path(marker.path).parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    marker.remove()

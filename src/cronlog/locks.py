@@ -44,9 +44,15 @@ def _remove(path: str) -> None:
         return  # already gone: that is what was wanted
 
 
-def _private_directory(*parts: str) -> str:
-    path = os.path.join(*parts)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+def _private_directory(state_dir: str, *parts: str) -> str:
+    """A directory under the state directory, each level made 0700."""
+    path = state_dir
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
     return path
 
 
