@@ -7,6 +7,7 @@ autouse fixture clears CRONLOG_*); they drop and recreate `scheduled_task_runs` 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,56 @@ def test_an_unusable_sqlite_location_raises_state_error(tmp_path: Path) -> None:
 
     with pytest.raises(StateError, match="cannot use the store"):
         open_store(blocker / "runs.db")
+
+
+def test_a_missing_directory_is_an_error_naming_the_path_and_is_not_made(
+    tmp_path: Path,
+) -> None:
+    location = tmp_path / "absent" / "dir" / "runs.db"
+
+    with pytest.raises(StateError, match="does not exist") as raised:
+        open_store(location)
+
+    assert str(location) in str(raised.value)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_the_state_directory_store_makes_its_missing_directories(
+    tmp_path: Path,
+) -> None:
+    location = tmp_path / "state" / "cronlog" / "runs.db"
+
+    store = open_store(location, create_parent=True)
+    store.close()
+
+    assert location.is_file()
+
+
+def test_the_sqlite_file_and_its_companions_are_private(tmp_path: Path) -> None:
+    location = tmp_path / "runs.db"
+    previous = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        store = open_store(location)
+        store.record(body())
+        modes = {
+            name: stat.S_IMODE((tmp_path / name).stat().st_mode)
+            for name in ("runs.db", "runs.db-wal", "runs.db-shm")
+        }
+        store.close()
+    finally:
+        os.umask(previous)
+
+    assert modes == {"runs.db": 0o600, "runs.db-wal": 0o600, "runs.db-shm": 0o600}
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    location = tmp_path / "runs.db"
+    location.touch(mode=0o640)
+    location.chmod(0o640)
+
+    open_store(location).close()
+
+    assert stat.S_IMODE(location.stat().st_mode) == 0o640
 
 
 def test_an_unreachable_postgres_server_raises_state_error() -> None:

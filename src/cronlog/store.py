@@ -7,7 +7,8 @@ are already validated (`TaskRun.to_body()`); the store applies the dashboard gui
 defaults, gives each run a UUID `id` and a `created_at`, and stores a run once per
 Idempotency-Key.
 
-A store that cannot be opened, read or written raises `StateError`.
+A store that cannot be opened, read or written raises `StateError`. A new SQLite file
+is made 0600: the notes are what jobs printed.
 
 Timestamps leave the store as the guide writes them: UTC, milliseconds, a trailing `Z`.
 In SQLite they are kept as such strings, which sort as time does.
@@ -15,6 +16,7 @@ In SQLite they are kept as such strings, which sort as time does.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -187,12 +189,16 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(location: str | Path) -> Store:
-    """SQLite for a path; PostgreSQL for a `postgresql://` or `postgres://` URL."""
+def open_store(location: str | Path, *, create_parent: bool = False) -> Store:
+    """SQLite for a path; PostgreSQL for a `postgresql://` or `postgres://` URL.
+
+    `create_parent` is for the state directory, which cronlog owns; a path the user
+    gave must be in a directory that exists, so a typo is not silently created.
+    """
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresStore(text)
-    return SqliteStore(Path(location))
+    return SqliteStore(Path(location), create_parent=create_parent)
 
 
 class SqliteStore:
@@ -202,11 +208,19 @@ class SqliteStore:
     the busy timeout makes the others wait their turn rather than fail.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create_parent: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        if not create_parent and not path.parent.exists():
+            raise StateError(
+                f"cannot use the store {path}: the directory {path.parent} does not "
+                "exist; create it first"
+            )
+
         with self._errors():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if create_parent:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             self._connection = sqlite3.connect(
                 path,
                 timeout=BUSY_TIMEOUT_MS / 1000,
@@ -276,6 +290,20 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 if it is missing; an existing one is left as is.
+
+    Notes hold what jobs printed, so other users must not read them. SQLite gives its
+    -wal and -shm files the database file's mode. Setting the umask instead would
+    race with the threads of `cronlog serve`, as it is process-wide.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
 
 
 class PostgresStore:
