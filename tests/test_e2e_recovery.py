@@ -195,12 +195,12 @@ def _outbox_listing(run_cronlog) -> list[dict[str, Any]]:
 
 
 def _stop_cronlog_while_it_delivers(
-    dashboard: Dashboard, signum: int
+    dashboard: Dashboard, signum: int, job: str = "true"
 ) -> tuple[subprocess.Popen[bytes], float, Arrival]:
-    """Run a job that succeeds, signal cronlog once the slow dashboard has the report;
-    return the stopped cronlog, how long it took to go, and the report as first sent."""
+    """Run `job`, signal cronlog once the slow dashboard has the report; return the
+    stopped cronlog, how long it took to go, and the report as first sent."""
     dashboard.script = [(200, "application/json", ACCEPTED, SLOW_ANSWER)]
-    cronlog = _start("run", "--task-id", TASK, "--", "true")
+    cronlog = _start("run", "--task-id", TASK, "--", "sh", "-c", job)
     try:
         assert _wait_for(lambda: len(dashboard.received) == 1)
 
@@ -224,20 +224,34 @@ def _assert_the_next_run_sends_the_report_as_it_was(
     again = [arrival for arrival in later if arrival.key == first.key]
     assert len(again) == 1, [arrival.json for arrival in later]
     assert again[0].body == first.body
-    assert again[0].json["status"] == "success"
     notes = [arrival.json.get("notes") or "" for arrival in later]
     assert not [note for note in notes if note.startswith("outcome unknown")]
     assert _outbox_listing(run_cronlog) == []
 
 
-def test_sigterm_while_delivering_exits_at_once_with_the_jobs_status(
-    dashboard, run_cronlog
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_while_delivering_exits_at_once_with_the_jobs_status(
+    signum, dashboard, run_cronlog
 ):
-    cronlog, elapsed, first = _stop_cronlog_while_it_delivers(dashboard, signal.SIGTERM)
+    cronlog, elapsed, first = _stop_cronlog_while_it_delivers(dashboard, signum)
 
     assert cronlog.returncode == 0
     assert elapsed < 1.5  # well short of the dashboard's 5 s
     assert first.json["status"] == "success"
+    _assert_the_next_run_sends_the_report_as_it_was(dashboard, first, run_cronlog)
+
+
+def test_a_failed_job_stopped_while_delivering_keeps_its_status_and_report(
+    dashboard, run_cronlog
+):
+    cronlog, elapsed, first = _stop_cronlog_while_it_delivers(
+        dashboard, signal.SIGTERM, "echo oops; exit 3"
+    )
+
+    assert cronlog.returncode == 3
+    assert elapsed < 1.5
+    assert first.json["status"] == "failed"
+    assert first.json["notes"] == "exit 3\noops"
     _assert_the_next_run_sends_the_report_as_it_was(dashboard, first, run_cronlog)
 
 
@@ -247,6 +261,7 @@ def test_a_report_cut_off_by_sigkill_is_sent_by_the_next_run_as_it_was(
     cronlog, _, first = _stop_cronlog_while_it_delivers(dashboard, signal.SIGKILL)
 
     assert cronlog.returncode == -signal.SIGKILL
+    assert first.json["status"] == "success"
     _assert_the_next_run_sends_the_report_as_it_was(dashboard, first, run_cronlog)
 
 
@@ -265,6 +280,7 @@ def test_an_orphaned_job_keeps_the_no_overlap_lock_until_it_ends(
         second = run_cronlog("run", "--task-id", TASK, "--no-overlap", "--",
                              "touch", str(second_ran))  # fmt: skip
         orphan_lived = not _is_gone(job)
+        while_it_lived = [arrival.json for arrival in dashboard.received]
         _kill_group(job)
         gone = _is_gone(job)
         third = run_cronlog("run", "--task-id", TASK, "--no-overlap", "--",
@@ -278,8 +294,13 @@ def test_an_orphaned_job_keeps_the_no_overlap_lock_until_it_ends(
     assert second.returncode == 75
     assert not second_ran.exists()
     assert "skipped" in second.stderr.decode()
+    [skipped] = while_it_lived  # the orphan still works: its outcome is not given up
+    assert skipped["notes"].startswith("skipped: the previous run")
     assert third.returncode == 0, third.stderr
     assert third_ran.exists()
+    own, lost = [arrival.json for arrival in dashboard.received[1:]]
+    assert own["status"] == "success"
+    assert lost["notes"].startswith(f"outcome unknown: cronlog (pid {first.pid})")
 
 
 NOT_TAKEN = {
@@ -349,6 +370,9 @@ def test_a_script_whose_interpreter_is_missing_exits_127_and_names_it(
     assert len(lines) == 1 and lines[0].startswith("cronlog: "), lines
     assert "its interpreter" in lines[0]
     assert str(script) in lines[0]
+    [arrival] = dashboard.received
+    assert arrival.json["status"] == "failed"
+    assert "its interpreter" in arrival.json["notes"]
 
 
 def test_a_reader_that_closes_stdout_ends_the_job_with_sigpipe(dashboard):
@@ -364,7 +388,8 @@ def test_a_reader_that_closes_stdout_ends_the_job_with_sigpipe(dashboard):
         _stop(cronlog)
 
     assert line == b"1\n"
-    assert cronlog.returncode == 141, stderr
+    assert cronlog.returncode == 141
+    assert stderr == b""  # as quiet as seq alone: a closed pipe is no error to say
     [arrival] = dashboard.received
     assert arrival.json["status"] == "failed"
     assert arrival.json["notes"].startswith("killed by SIGPIPE")
