@@ -17,9 +17,10 @@ from cronlog.errors import ConfigError, UsageError
 from cronlog.payload import NAME_LIMIT
 from cronlog.tasks import check_task_id
 
-# No runtime `typing`, `dataclasses` or `pathlib`, and `tomllib` and `urllib` only when
-# there is a file or a URL to read: this runs before every job, where imports cost more
-# than the rest of cronlog's work. Paths are plain strings for the same reason.
+# No runtime `typing`, `dataclasses`, `pathlib` or `urllib` (URLs are split by hand),
+# and `tomllib` only when there is a file to read: this runs before every job, where
+# imports cost more than the rest of cronlog's work. Paths are plain strings for the
+# same reason.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,8 +46,13 @@ FILE_KEYS: dict[str, str | None] = {
 }
 TASK_KEYS = ("title", "schedule", "timezone", "frequency")
 API_KEY_VARIABLES = ("CRONLOG_API_KEY", "CHATKIT_API_KEY")
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # as split_url gives them
 URL_EXAMPLE = "write e.g. https://trade.rezult.co"
+PORT_LIMIT = 65535
+HOST_NAME_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+)
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class Value:
@@ -227,6 +233,24 @@ def validate_url(url: str, source: str, allow_http: bool) -> str:
     logs, so credentials in it are refused rather than printed.
     """
     url = url.strip()
+    scheme, host, _port, _path = split_url(url, source)
+
+    if scheme == "http" and not allow_http and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{source}: {url} is plain http to another host, which would send the API "
+            "key unencrypted; use https, or pass --allow-http (CRONLOG_ALLOW_HTTP=1)"
+        )
+    return url
+
+
+def split_url(url: str, source: str) -> tuple[str, str, int | None, str]:
+    """Scheme, host, port and path of a dashboard URL; ConfigError says what is wrong.
+
+    Written for exactly the URLs cronlog takes, because importing `urllib.parse` (with
+    `re`, `enum` and `ipaddress`) costs more before each job than all the rest of
+    resolving. Scheme and host come back lowercased, and an IPv6 host without its
+    brackets, as `urllib.parse.urlsplit` gives them; a test holds the two to agree.
+    """
     authority = url.partition("://")[2]
     for end in "/?#":
         authority = authority.partition(end)[0]
@@ -249,38 +273,106 @@ def validate_url(url: str, source: str, allow_http: bool) -> str:
             "give only the base URL, without ? or #"
         )
 
-    from urllib.parse import urlsplit
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    authority, slash, path = rest.partition("/")
+    if scheme not in ("http", "https") or not separator or not authority:
+        raise ConfigError(f"{source}: {url!r} is not a dashboard URL ({URL_EXAMPLE})")
 
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        host, port = _host_and_port(authority)
     except ValueError as error:
         raise ConfigError(f"{source}: {url!r} is not a valid URL: {error}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not host:
         raise ConfigError(f"{source}: {url!r} is not a dashboard URL ({URL_EXAMPLE})")
     if port == 0:
         raise ConfigError(f"{source}: {url!r} has port 0 (ports are 1 to 65535)")
-    if (
-        parts.scheme == "http"
-        and not allow_http
-        and parts.hostname not in LOOPBACK_HOSTS
+    return scheme, host.lower(), port, slash + path
+
+
+def _host_and_port(authority: str) -> tuple[str, int | None]:
+    """`host[:port]`, an IPv6 host unbracketed; ValueError says what is malformed."""
+    if authority.startswith("["):
+        host, closed, after = authority[1:].partition("]")
+        if not closed or "[" in host + after or "]" in after:
+            raise ValueError("Invalid IPv6 URL")
+        if after[:1] not in ("", ":"):
+            raise ValueError("Invalid IPv6 URL")
+        if not _is_ipv6(host):
+            raise ValueError(f"{host!r} is not an IPv6 address")
+        return host, _port(after[1:])
+
+    if "[" in authority or "]" in authority:
+        raise ValueError("Invalid IPv6 URL")
+    host, _, port_text = authority.partition(":")
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isascii() and labels[-1].isdigit():  # as in WHATWG's URL standard
+        if not _is_ipv4(host):
+            raise ValueError(f"{host!r} is not an IPv4 address")
+    elif host and not all(
+        label and set(label) <= HOST_NAME_CHARACTERS for label in labels
     ):
-        raise ConfigError(
-            f"{source}: {url} is plain http to another host, which would send the API "
-            "key unencrypted; use https, or pass --allow-http (CRONLOG_ALLOW_HTTP=1)"
+        raise ValueError(
+            f"{host!r} is not a host name (ASCII letters, digits, - and _ between "
+            "dots; an international name in its xn-- form)"
         )
-    return url
+    return host, _port(port_text)
+
+
+def _port(text: str) -> int | None:
+    """The port, None when not given; ValueError with urllib's words when malformed."""
+    if not text:
+        return None
+    if not (text.isdigit() and text.isascii()):
+        raise ValueError(f"Port could not be cast to integer value as {text!r}")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(PORT_LIMIT)) or int(digits) > PORT_LIMIT:
+        raise ValueError(f"Port out of range 0-{PORT_LIMIT}")
+    return int(digits)
+
+
+def _is_ipv4(text: str) -> bool:
+    """Four decimal octets, without the leading zeros some parsers read as octal."""
+    octets = text.split(".")
+    return len(octets) == 4 and all(
+        octet.isascii()
+        and octet.isdigit()
+        and len(octet) <= 3
+        and (octet == "0" or not octet.startswith("0"))
+        and int(octet) <= 255
+        for octet in octets
+    )
+
+
+def _is_ipv6(text: str) -> bool:
+    """Eight hex groups, `::` once for a run of zeros, maybe an IPv4 tail (RFC 4291).
+
+    No zone index: `ipaddress` takes one, but in a URL it would need `%25`.
+    """
+    head, double, tail = text.partition("::")
+    if "::" in tail:
+        return False
+    groups = (head.split(":") if head else []) + (tail.split(":") if tail else [])
+    if groups and "." in groups[-1] and (tail or not double):
+        if not _is_ipv4(groups[-1]):
+            return False
+        groups[-1:] = ["0", "0"]
+    if not all(1 <= len(group) <= 4 and set(group) <= HEX_DIGITS for group in groups):
+        return False
+    return len(groups) < 8 if double else len(groups) == 8
 
 
 def ingest_url(base: str) -> str:
-    """Join the ingest path onto the path of a base URL, which may have a prefix."""
-    from urllib.parse import urlsplit, urlunsplit
+    """Join the ingest path onto the path of a base URL, which may have a prefix.
 
-    parts = urlsplit(base)
-    path = parts.path.rstrip("/")
+    `base` is a URL `validate_url` took, so it has no query, fragment or user.
+    """
+    scheme, _, rest = base.partition("://")
+    authority, slash, path = rest.partition("/")
+    path = (slash + path).rstrip("/")
     if not path.endswith(INGEST_PATH):
         path += INGEST_PATH
-    return urlunsplit(parts._replace(path=path))
+    return f"{scheme.lower()}://{authority}{path}"
 
 
 def default_state_dir(env: Mapping[str, str]) -> str:
