@@ -396,10 +396,6 @@ def test_a_reader_that_closes_stdout_ends_the_job_with_sigpipe(dashboard):
 
 
 LOG_URL = ("https://logs.example/" + "x" * 2001)[:2001]
-EMPTY_TITLE_BUG = (
-    "--title '' with a known task ID is taken as no --title: the run goes ahead, "
-    "reported under the known title"
-)
 # Each refused command line, and the words that say why; {job} marks the job.
 REFUSED = {
     "--request with a command": (
@@ -413,6 +409,7 @@ REFUSED = {
     "a 300-character task ID": (
         ["--task-id", "a" * 300, "--title", "T", "--", "{job}"], "300 characters"),
     "an empty title": (["--title", "", "--", "{job}"], "--title"),
+    "a blank title": (["--title", "  ", "--", "{job}"], "--title"),
     "a 2001-character log URL": (
         ["--log-url", LOG_URL, "--", "{job}"], "2001 characters"),
     "a dashboard URL with a query": (
@@ -422,15 +419,7 @@ REFUSED = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=EMPTY_TITLE_BUG))
-        if case == "an empty title"
-        else case
-        for case in REFUSED
-    ],
-)
+@pytest.mark.parametrize("case", REFUSED)
 def test_a_bad_command_line_is_refused_before_the_job(
     case, dashboard, run_cronlog, tmp_path
 ):

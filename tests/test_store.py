@@ -188,17 +188,6 @@ def test_a_missing_directory_is_an_error_naming_the_path_and_is_not_made(
     assert not (tmp_path / "absent").exists()
 
 
-def test_the_state_directory_store_makes_its_missing_directories(
-    tmp_path: Path,
-) -> None:
-    location = tmp_path / "state" / "cronlog" / "runs.db"
-
-    store = open_store(location, create_parent=True)
-    store.close()
-
-    assert location.is_file()
-
-
 def test_the_sqlite_file_and_its_companions_are_private(tmp_path: Path) -> None:
     location = tmp_path / "runs.db"
     previous = os.umask(0o022)  # the usual umask, which would give 0644

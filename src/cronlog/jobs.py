@@ -364,7 +364,7 @@ def _check_line(options: RunOptions, title: str) -> None:
     """What the dashboard would refuse is refused now, before the job runs."""
     from cronlog import payload
 
-    problem = payload.name_problem("--title", title)
+    problem = payload.name_problem("--title", title.strip() and title)
     if options.log_url is not None:
         problem = problem or payload.url_problem(options.log_url)
     if problem:
@@ -406,6 +406,10 @@ def _exit_on_stop_signals(exit_status: int) -> None:
     import signal
 
     def stop(signum: int, frame: object) -> None:
+        name = _signal_name(signum)
+        sys.stderr.write(
+            f"cronlog: {name} while reporting; the next run sends the report\n"
+        )
         _flush_standard_streams()
         os._exit(exit_status)
 
@@ -479,7 +483,12 @@ def _now() -> datetime:
 
 
 def _now_text() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """Now in UTC, to the millisecond, as markers and locks record it."""
+    now = time.time()
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        + f".{int(now % 1 * 1000):03d}Z"
+    )
 
 
 def _signal_name(number: int) -> str:

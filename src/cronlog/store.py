@@ -189,16 +189,16 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(location: str | Path, *, create_parent: bool = False) -> Store:
+def open_store(location: str | Path) -> Store:
     """SQLite for a path; PostgreSQL for a `postgresql://` or `postgres://` URL.
 
-    `create_parent` is for the state directory, which cronlog owns; a path the user
-    gave must be in a directory that exists, so a typo is not silently created.
+    The path's directory must exist, so a typo in `--db` is not silently created;
+    cronlog makes its own state directory before it opens the local store there.
     """
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresStore(text)
-    return SqliteStore(Path(location), create_parent=create_parent)
+    return SqliteStore(Path(location))
 
 
 class SqliteStore:
@@ -208,18 +208,16 @@ class SqliteStore:
     the busy timeout makes the others wait their turn rather than fail.
     """
 
-    def __init__(self, path: Path, *, create_parent: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        if not create_parent and not path.parent.exists():
+        if not path.parent.exists():
             raise StateError(
                 f"cannot use the store {path}: the directory {path.parent} does not "
                 "exist; create it first"
             )
 
         with self._errors():
-            if create_parent:
-                path.parent.mkdir(parents=True, exist_ok=True)
             _create_private(path)
             self._connection = sqlite3.connect(
                 path,

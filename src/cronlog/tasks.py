@@ -132,8 +132,8 @@ def check_task_id(task_id: str) -> None:
 
 def title_for(task_id: str, title: str | None, known: Mapping[str, Task]) -> str:
     """The title to report: `--title` if given, else the registry's, else refused."""
-    if title:
-        return title
+    if title is not None:
+        return title  # checked with the rest of the line: an empty one is refused
     if task_id in known:
         return known[task_id].title
 
