@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cronlog.errors import StateError
+from cronlog.payload import FIELDS
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,21 +40,8 @@ BUSY_TIMEOUT_MS = 30_000  # many cron jobs finishing in the same second wait, no
 POSTGRES_POOL_SIZE = 8
 POSTGRES_CONNECT_TIMEOUT_S = 10
 
-# The guide's fields, then the store's own; the order rows are returned in.
-COLUMNS = (
-    "id",
-    "task_id",
-    "task_title",
-    "status",
-    "started_at",
-    "ended_at",
-    "duration_ms",
-    "log_url",
-    "notes",
-    "environment",
-    "owner",
-    "created_at",
-)
+# The id, the guide's fields, then when it was stored: the order rows come back in.
+COLUMNS = ("id", *FIELDS, "created_at")
 TIMESTAMP_COLUMNS = ("started_at", "ended_at", "created_at")
 _INSERTED = (*COLUMNS, "idempotency_key")
 
@@ -267,10 +255,7 @@ class SqliteStore:
         before: str | None = None,
     ) -> list[dict[str, Any]]:
         conditions, values = _conditions(task_id, status, before, "?")
-        query = (
-            f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{conditions} "
-            "ORDER BY started_at DESC, created_at DESC LIMIT ?"
-        )
+        query = _newest_first(conditions, "?")
 
         with self._lock, self._errors():
             rows = self._connection.execute(query, [*values, limit]).fetchall()
@@ -384,10 +369,7 @@ class PostgresStore:
         before: str | None = None,
     ) -> list[dict[str, Any]]:
         conditions, values = _conditions(task_id, status, before, "%s")
-        query = (
-            f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{conditions} "
-            "ORDER BY started_at DESC, created_at DESC LIMIT %s"
-        )
+        query = _newest_first(conditions, "%s")
 
         with self._connection() as connection:
             rows = connection.execute(query, [*values, limit]).fetchall()
@@ -409,6 +391,14 @@ class PostgresStore:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _newest_first(conditions: str, mark: str) -> str:
+    """The runs query; `mark` is the driver's placeholder (? or %s)."""
+    return (
+        f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{conditions} "
+        f"ORDER BY started_at DESC, created_at DESC LIMIT {mark}"
+    )
 
 
 def _conditions(
