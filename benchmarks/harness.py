@@ -129,6 +129,20 @@ def isolated_env(scratch: Path, url: str | None) -> dict[str, str]:
     return env
 
 
+def config_file_env(scratch: Path, url: str) -> dict[str, str]:
+    """As `isolated_env`, but the URL and key in a 0600 TOML file named by
+    CRONLOG_CONFIG, the setup the README recommends (cronlog then imports tomllib)."""
+    env = isolated_env(scratch, None)
+    del env["CRONLOG_API_KEY"], env["API_KEY"]
+    scratch.mkdir(parents=True, exist_ok=True)
+    config = scratch / "config.toml"
+    descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f'url = "{url}"\napi_key = "{API_KEY}"\n')
+    env["CRONLOG_CONFIG"] = str(config)
+    return env
+
+
 def cronlog_run(*command: str) -> list[str]:
     return [CRONLOG, "run", "--task-id", TASK_ID, "--", *command]
 
