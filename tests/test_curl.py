@@ -64,7 +64,6 @@ def test_it_keeps_a_leading_q_first_so_the_curlrc_stays_disabled(
 @pytest.mark.parametrize(
     ("argv", "why"),
     [
-        (["curl", "-sD", "h.txt", URL], "--dump-header"),
         (["curl", "-sSfD", "-", URL], "--dump-header"),
         (["curl", "--dump-header=h.txt", URL], "--dump-header"),
         (["curl", "--dump-h", "h.txt", URL], "--dump-header"),
@@ -275,6 +274,8 @@ def test_an_unknown_status_with_exit_0_is_a_success():
         ["curl", "-D", "h.txt", URL],
         ["curl", "-Dh.txt", URL],
         ["curl", URL, "--dump-header", "h.txt"],
+        ["curl", "-sSD", "h.txt", URL],
+        ["curl", "-sSDh.txt", URL],
     ],
 )
 def test_a_command_dumping_its_headers_to_a_file_is_judged_from_that_file(

@@ -191,26 +191,41 @@ def judge_http(
 def _users_header_file(words: Sequence[str]) -> str | None:
     """The file of the command's own single `-D FILE`, when nothing else prevents
     reading it; None otherwise (no -D, `-D -`, several, or other obstacles)."""
-    dumps = [
-        position
-        for position, word in enumerate(words)
-        if word in ("-D", "--dump-header") or (word.startswith("-D") and len(word) > 2)
+    found = [
+        (position, _dump_header_option(word)) for position, word in enumerate(words)
     ]
+    dumps = [(position, split) for position, split in found if split is not None]
     if len(dumps) != 1:
         return None
 
-    position = dumps[0]
-    word = words[position]
-    if word in ("-D", "--dump-header"):
-        if position + 1 >= len(words):
-            return None
-        target, rest = words[position + 1], [*words[:position], *words[position + 2 :]]
+    position, (flags, inline) = dumps[0]
+    kept = [flags] if flags != "-" else []
+    if inline:
+        target, rest = inline, [*words[:position], *kept, *words[position + 1 :]]
+    elif position + 1 < len(words):
+        target = words[position + 1]
+        rest = [*words[:position], *kept, *words[position + 2 :]]
     else:
-        target, rest = word[2:], [*words[:position], *words[position + 1 :]]
+        return None
 
     if target in ("", "-") or target.startswith("%") or _unprobeable_reason(rest):
         return None
     return target
+
+
+def _dump_header_option(word: str) -> tuple[str, str] | None:
+    """For a word that sets --dump-header (`--dump-header`, `-D`, `-DFILE`, `-sSD`):
+    the short flags before the D (`-sS`) and the file if it is in the same word."""
+    if word == "--dump-header":
+        return "-", ""
+    if not word.startswith("-") or word.startswith("--"):
+        return None
+    for index, letter in enumerate(word[1:], start=1):
+        if letter == "D":
+            return word[:index], word[index + 1 :]
+        if letter in _SHORT_WITH_VALUE:
+            return None  # the rest of the word is that option's value
+    return None
 
 
 def _remove(path: str) -> None:
