@@ -150,3 +150,69 @@ def test_version_and_help_exit_0(capsys):
     assert "cronlog" in capsys.readouterr().out
     assert run_cli(["run", "--help"]) == exits.OK
     assert "crontab" in capsys.readouterr().out
+
+
+def _queue(state_dir, *bodies):
+    from cronlog.outbox import Outbox
+    from cronlog.reporter import Report
+
+    outbox = Outbox(state_dir / "outbox")
+    for number, body in enumerate(bodies):
+        outbox.put(Report(f"run-{number}", body))
+    return outbox
+
+
+BODY = {
+    "task_id": "sync-price-grid",
+    "task_title": "Sync price grid",
+    "status": "success",
+}
+
+
+def test_flush_exits_1_when_the_dashboard_refuses_and_retry_rejected_resends(
+    ingest_server, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    outbox = _queue(tmp_path / "state" / "cronlog", BODY, BODY)
+    ingest_server.answer(400, {"success": False, "error": "Missing required fields"})
+    ingest_server.answer(400, {"success": False, "error": "Missing required fields"})
+
+    refused = run_cli(["flush"])
+    err = capsys.readouterr().err
+    again = run_cli(["flush", "--retry-rejected"])
+
+    assert refused == exits.FAILURE
+    assert "refused 2 reports" in err and "--retry-rejected" in err
+    assert again == exits.OK
+    assert [r.headers["Idempotency-Key"] for r in ingest_server.received] == [
+        "run-0",
+        "run-1",
+        "run-0",
+        "run-1",
+    ]
+    assert len(outbox) == 0 and outbox.rejected() == []
+
+
+def test_flush_sends_the_report_a_stopped_cronlog_kept_in_its_marker(
+    ingest_server, monkeypatch, tmp_path
+):
+    import subprocess
+    import sys
+
+    state_dir = tmp_path / "state" / "cronlog"
+    state_dir.mkdir(parents=True)
+    kept = (
+        "from cronlog import locks\n"
+        f"m = locks.RunMarker({str(state_dir)!r}, 'graphiti-sync', 'run-9', 'x')\n"
+        f"m.keep_report({BODY!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", kept], check=True, timeout=30)
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+
+    status = run_cli(["flush"])
+
+    assert status == exits.OK
+    [request] = ingest_server.received
+    assert request.headers["Idempotency-Key"] == "run-9"
+    assert request.json == BODY
+    assert list((state_dir / "inflight" / "graphiti-sync").iterdir()) == []

@@ -267,6 +267,11 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
 @click.option("--api-key-file", help="Read the API key from this file.", metavar="PATH")
 @click.option("--ca-bundle", help="CA certificates to trust.", metavar="PATH")
 @click.option("--allow-http", is_flag=True, help="Allow plain http:// to another host.")
+@click.option(
+    "--retry-rejected",
+    is_flag=True,
+    help="First queue again the reports the dashboard refused (see cronlog outbox).",
+)
 @click.option("-v", "--verbose", count=True, help="Say more; -vv for HTTP detail.")
 def flush_command(**values: Any) -> None:
     """Deliver every report waiting in the outbox, oldest first.
@@ -274,17 +279,28 @@ def flush_command(**values: Any) -> None:
     \b
       cronlog flush && cronlog outbox
 
-    Exits 1 when reports are still waiting (the dashboard is still down).
+    Reports whose cronlog was stopped while delivering them are sent too. Exits 1
+    when reports are still waiting (the dashboard is still down) or the dashboard
+    refused some for good (400, 413, 422): those are kept, listed by `cronlog
+    outbox`, and sent again by `cronlog flush --retry-rejected`.
     """
     _configure(values["verbose"])
     settings = config.resolve(_flags(values), os.environ)
     if settings.ingest_url is None:
         raise UsageError("no dashboard URL to deliver to: set --url or CRONLOG_URL")
 
+    from cronlog import locks
     from cronlog.outbox import Outbox, flush
-    from cronlog.reporter import Reporter, Target
+    from cronlog.reporter import Report, Reporter, Target
 
-    outbox = Outbox(Path(jobs.state_dir_or_fail(settings), delivery.OUTBOX_DIR))
+    state_dir = jobs.state_dir_or_fail(settings)
+    outbox = Outbox(Path(state_dir, delivery.OUTBOX_DIR))
+    for stopped in locks.finished_reports(state_dir):
+        outbox.put(Report(stopped.run_id, stopped.record["report"]))
+        stopped.resolve()
+    if values["retry_rejected"]:
+        _warn(f"queued again: {_reports(outbox.retry_rejected())}")
+
     target = Target(
         settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
     )
@@ -302,8 +318,12 @@ def flush_command(**values: Any) -> None:
     )
     if result.remaining:
         why = result.error or "another cronlog is delivering them"
-        waiting = "1 report" if result.remaining == 1 else f"{result.remaining} reports"
-        raise CronlogError(f"{waiting} still waiting: {why}")
+        raise CronlogError(f"{_reports(result.remaining)} still waiting: {why}")
+    if result.rejected:
+        raise CronlogError(
+            f"the dashboard refused {_reports(result.rejected)}; they are kept "
+            "(cronlog outbox shows why) and cronlog flush --retry-rejected resends them"
+        )
 
 
 @app.command("outbox")
@@ -423,6 +443,10 @@ def serve_command(
 def _flags(values: dict[str, Any]) -> dict[str, Any]:
     names = ("url", "api_key_file", "ca_bundle", "allow_http")
     return {name: values.get(name) or None for name in names}
+
+
+def _reports(count: int) -> str:
+    return "1 report" if count == 1 else f"{count} reports"
 
 
 def _record_locally(

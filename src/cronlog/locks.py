@@ -157,6 +157,10 @@ class AbandonedRun:
         _remove(self.path)
         os.close(self._fd)
 
+    def release(self) -> None:
+        """Leave the marker for another to report."""
+        os.close(self._fd)
+
 
 def abandoned_runs(state_dir: str, task_id: str) -> list[AbandonedRun]:
     """Markers of this task whose cronlog died, oldest first, each locked for us.
@@ -164,7 +168,30 @@ def abandoned_runs(state_dir: str, task_id: str) -> list[AbandonedRun]:
     Holding the lock until `resolve` means two cronlogs starting at once never both
     report the same dead run.
     """
-    directory = os.path.join(state_dir, INFLIGHT_DIR, file_name(task_id))
+    return _abandoned_in(os.path.join(state_dir, INFLIGHT_DIR, file_name(task_id)))
+
+
+def finished_reports(state_dir: str) -> list[AbandonedRun]:
+    """Dead runs of every task whose marker holds the finished report: their cronlog
+    was stopped while delivering it. Markers without one are left to the next run
+    of their task, which knows its title."""
+    root = os.path.join(state_dir, INFLIGHT_DIR)
+    try:
+        directories = sorted(os.listdir(root))
+    except OSError:
+        return []
+
+    found = []
+    for name in directories:
+        for run in _abandoned_in(os.path.join(root, name)):
+            if isinstance(run.record.get("report"), dict):
+                found.append(run)
+            else:
+                run.release()
+    return found
+
+
+def _abandoned_in(directory: str) -> list[AbandonedRun]:
     try:
         names = [name for name in os.listdir(directory) if name.endswith(".json")]
         paths = sorted(

@@ -124,6 +124,24 @@ class Outbox:
         _write_atomically(self.rejected_directory / entry.path.name, record)
         self.remove(entry)
 
+    def retry_rejected(self) -> int:
+        """Queue the rejected reports again (after the dashboard or cronlog was fixed),
+        in their original order; returns how many."""
+        requeued = 0
+        for entry in self.rejected():
+            if not entry.body:
+                continue  # unreadable: left where a person can look at it
+            record = {
+                "run_id": entry.run_id,
+                "body": entry.body,
+                "queued_at": entry.queued_at,
+                "attempts": entry.attempts,
+            }
+            _write_atomically(self.directory / entry.path.name, record)
+            entry.path.unlink(missing_ok=True)
+            requeued += 1
+        return requeued
+
     def rejected(self) -> list[Entry]:
         """Rejected reports, oldest first; a file kept as found reads as its error."""
         entries = []
