@@ -136,3 +136,17 @@ def test_tasks_are_equal_when_their_fields_are():
     assert one == same and hash(one) == hash(same)
     assert one != one.replace(title="Y")
     assert repr(one) == "Task('x', 'X', '* * * * *', 'UTC', None)"
+
+
+def test_a_schedule_that_never_fires_has_no_next_run():
+    task = tasks.registry({"never": {"title": "Never", "schedule": "0 0 30 2 *"}})[
+        "never"
+    ]
+
+    assert tasks.next_run(task, datetime(2026, 12, 3, tzinfo=UTC)) is None
+
+
+def test_a_new_schedule_drops_the_old_frequency_words():
+    known = tasks.registry({"tradein-auto-submit": {"schedule": "*/2 * * * *"}})
+
+    assert known["tradein-auto-submit"].frequency is None

@@ -38,7 +38,7 @@ class Task:
         self.timezone = timezone
         self.frequency = frequency
 
-    def replace(self, **fields: str) -> Task:
+    def replace(self, **fields: str | None) -> Task:
         """A copy with `fields` (the config file's keys of a `[tasks.ID]`) changed."""
         current = {name: getattr(self, name) for name in self.__slots__}
         return Task(**{**current, **fields})
@@ -104,7 +104,14 @@ def registry(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, Task]:
         base = known.get(task_id)
         if base is None and "title" not in fields:
             raise ConfigError(f"[tasks.{task_id}] in the config file needs a title")
-        known[task_id] = base.replace(**fields) if base else Task(id=task_id, **fields)
+        if base is None:
+            known[task_id] = Task(id=task_id, **fields)
+        elif "schedule" in fields and "frequency" not in fields:
+            known[task_id] = base.replace(
+                **fields, frequency=None
+            )  # old words are wrong
+        else:
+            known[task_id] = base.replace(**fields)
     return known
 
 
@@ -159,10 +166,13 @@ def next_run(task: Task, now: datetime) -> datetime | None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from croniter import croniter
+    from croniter import CroniterError, croniter
 
     local_now = now.astimezone(ZoneInfo(task.timezone))
-    upcoming: datetime = croniter(task.schedule, local_now).get_next(datetime)
+    try:
+        upcoming: datetime = croniter(task.schedule, local_now).get_next(datetime)
+    except CroniterError:
+        return None  # a valid expression that never fires, such as 30 February
     return upcoming
 
 
