@@ -256,7 +256,13 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
         for run in runs
     ]
     _print_table(headers, table)
-    if not runs:
+    if runs:
+        return
+    if settings.ingest_url:
+        _warn(f"no runs in the local store: runs are reported to {settings.ingest_url}")
+    elif task_id:
+        _warn(f"no runs of {task_id!r} in the local store")
+    else:
         _warn(
             "no runs recorded yet; try: cronlog run --task-id sync-price-grid -- true"
         )
