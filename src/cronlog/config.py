@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
+from cronlog import toml_subset
 from cronlog.durations import parse_duration
 from cronlog.errors import ConfigError, UsageError
 from cronlog.payload import NAME_LIMIT
@@ -199,15 +200,23 @@ def find_config_file(env: Mapping[str, str]) -> str | None:
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Parse and check the TOML file; every problem names the file and the key."""
-    import tomllib
-
     try:
         with open(path, encoding="utf-8") as file:
-            document = tomllib.loads(file.read())
+            text = file.read()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+    # The usual file is read without tomllib's imports; tomllib judges anything else.
+    document = toml_subset.loads(text)
+    if document is None:
+        import tomllib
+
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(
+                f"config file {path} is not valid TOML: {error}"
+            ) from None
 
     for key, value in document.items():
         if key not in FILE_KEYS:
