@@ -6,7 +6,7 @@ command's start, `date`'s own exec included. The same job spawned bare gives tha
 floor, a Python that prints the clock as its first line gives the interpreter's own
 start-up, and the guide's bash wrapper gives the yardstick. cronlog runs with the
 dashboard's URL and key in the environment, in a 0600 config file named by
-CRONLOG_CONFIG (the recommended setup, which imports tomllib), and with neither (the
+CRONLOG_CONFIG (the recommended setup, read by toml_subset), and with neither (the
 local store). Target: at most 60 ms.
 
     .venv/bin/python benchmarks/bench_startup.py [--rounds 25]

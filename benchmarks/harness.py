@@ -131,7 +131,7 @@ def isolated_env(scratch: Path, url: str | None) -> dict[str, str]:
 
 def config_file_env(scratch: Path, url: str) -> dict[str, str]:
     """As `isolated_env`, but the URL and key in a 0600 TOML file named by
-    CRONLOG_CONFIG, the setup the README recommends (cronlog then imports tomllib)."""
+    CRONLOG_CONFIG, the setup the README recommends (read without tomllib)."""
     env = isolated_env(scratch, None)
     del env["CRONLOG_API_KEY"], env["API_KEY"]
     scratch.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ from cronlog.payload import NAME_LIMIT
 from cronlog.tasks import check_task_id
 
 # No runtime `typing`, `dataclasses`, `pathlib` or `urllib` (URLs are split by hand),
-# and `tomllib` only when there is a file to read: this runs before every job, where
-# imports cost more than the rest of cronlog's work. Paths are plain strings for the
-# same reason.
+# and `tomllib` only for a file outside the usual subset (toml_subset.py): this runs
+# before every job, where imports cost more than the rest of cronlog's work. Paths
+# are plain strings for the same reason.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
