@@ -1,13 +1,13 @@
 """Fixtures shared by the tests: an isolated environment, a real ingest server on
-loopback, and a way to run the installed `cronlog` as a real process."""
+loopback, a scripted dashboard, a subreaper for a job's orphans, and a way to run the
+installed `cronlog` as a real process."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,8 +17,16 @@ from typing import Any
 
 import pytest
 
-CRONLOG = shutil.which("cronlog", path=str(Path(sys.executable).parent)) or "cronlog"
-PROCESS_TIMEOUT = 60
+from e2e_support import (
+    CRONLOG,
+    KEY,
+    PROCESS_TIMEOUT,
+    Arrival,
+    Dashboard,
+    free_port_url,
+)
+
+PR_SET_CHILD_SUBREAPER = 36
 # Keys, colour, and proxies: a proxy variable would send loopback traffic elsewhere.
 ISOLATED_VARIABLES = (
     {"CHATKIT_API_KEY", "NO_COLOR", "SSL_CERT_FILE", "CURL_HOME"}
@@ -57,18 +65,6 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
 class IngestServer:
     """A real HTTP server on 127.0.0.1 that records what it is sent.
 
@@ -77,7 +73,7 @@ class IngestServer:
     """
 
     url: str = ""
-    received: list[Received] = field(default_factory=list)
+    received: list[Arrival] = field(default_factory=list)
     answers: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,7 +92,7 @@ def _handler_for(server: IngestServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             with server.lock:
                 server.received.append(
-                    Received("POST", self.path, dict(self.headers.items()), body)
+                    Arrival("POST", self.path, dict(self.headers.items()), body)
                 )
                 status, answer, headers = (
                     server.answers.pop(0)
@@ -144,12 +140,32 @@ def ingest_server() -> Iterator[IngestServer]:
 @pytest.fixture
 def closed_port_url() -> str:
     """A loopback URL where nothing listens."""
-    import socket
+    return free_port_url()
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+
+@pytest.fixture
+def dashboard(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dashboard]:
+    """A scripted loopback dashboard that `cronlog` reports to, with a key to send."""
+    server = Dashboard()
+    monkeypatch.setenv("CRONLOG_URL", server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def reaper() -> Iterator[None]:
+    """Make this process the parent of the job's orphans while the test runs.
+
+    A killed grandchild is reparented, and until its new parent reaps it `os.kill(pid,
+    0)` still finds the zombie; PID 1 here reaps late, in a container without an init
+    never. As the subreaper the test reaps it itself, by PID (never waitpid(-1), which
+    would steal Popen's statuses).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 @pytest.fixture

@@ -7,144 +7,28 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import CRONLOG, PROCESS_TIMEOUT
+from e2e_support import (
+    CRONLOG,
+    KEY,
+    PROCESS_TIMEOUT,
+    Answer,
+    free_port_url,
+    outbox_listing,
+)
 
-KEY = "k3y-for-the-delivery-tests-0123"
 TASK = "sync-price-grid"
 BACKLOG_RUNS = 100
 BACKLOG_WORKERS = 4  # two cores: more only adds contention to each run's start
-
-
-@dataclass(frozen=True)
-class Arrival:
-    at: float  # time.monotonic() when the request arrived, before any delay
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def key(self) -> str:
-        return self.headers["Idempotency-Key"]
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up on a slow answer leaves a broken pipe: expected.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class Dashboard:
-    """A loopback ingest endpoint whose answers a test scripts, each maybe slow.
-
-    `script` holds (status, headers, delay) for the next requests, in order; after it,
-    every request is answered `status` after `delay` seconds.
-    """
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.script: list[tuple[int, dict[str, str], float]] = []
-        self.status = 200
-        self.delay = 0.0
-        self.closing = threading.Event()
-        self._lock = threading.Lock()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def keys(self) -> list[str]:
-        with self._lock:
-            return [arrival.key for arrival in self.arrivals]
-
-    @property
-    def bodies(self) -> list[Any]:
-        with self._lock:
-            return [arrival.json for arrival in self.arrivals]
-
-    def stop(self) -> None:
-        self.closing.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def _answer_for(self, arrival: Arrival) -> tuple[int, dict[str, str], float]:
-        with self._lock:
-            self.arrivals.append(arrival)
-            if self.script:
-                return self.script.pop(0)
-            return self.status, {}, self.delay
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        dashboard = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                arrival = Arrival(time.monotonic(), dict(self.headers.items()), body)
-                status, headers, delay = dashboard._answer_for(arrival)
-                dashboard.closing.wait(delay)
-
-                reply = (
-                    b'{"success":true}'
-                    if status < 300
-                    else b'{"success":false,"error":"Missing required fields"}'
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                with suppress(ConnectionError):
-                    self.wfile.write(reply)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def dashboard(monkeypatch):
-    server = Dashboard()
-    monkeypatch.setenv("CRONLOG_URL", server.url)
-    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
-    yield server
-    server.stop()
-
-
-def _free_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
-
-
-def _outbox_listing(run_cronlog, env=None) -> list[dict[str, Any]]:
-    result = run_cronlog("outbox", "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def _outbox_files(state_home: Path) -> list[Path]:
@@ -163,7 +47,7 @@ def _runs_of(marker: Path) -> list[str]:
 def test_a_503_is_retried_with_the_identical_body_and_key(
     dashboard, run_cronlog, tmp_path
 ):
-    dashboard.script = [(503, {}, 0.0)]
+    dashboard.script = [Answer(503)]
     marker = tmp_path / "ran"
 
     result = run_cronlog(
@@ -180,7 +64,7 @@ def test_a_503_is_retried_with_the_identical_body_and_key(
 
 
 def test_a_429_waits_as_long_as_retry_after_says(dashboard, run_cronlog):
-    dashboard.script = [(429, {"Retry-After": "1"}, 0.0)]
+    dashboard.script = [Answer(429, headers={"Retry-After": "1"})]
 
     result = run_cronlog("run", "--task-id", TASK, "--", "true")
 
@@ -193,7 +77,7 @@ def test_a_429_waits_as_long_as_retry_after_says(dashboard, run_cronlog):
 def test_a_400_is_tried_once_and_explained_and_the_job_status_stands(
     dashboard, run_cronlog, tmp_path
 ):
-    dashboard.status = 400
+    dashboard.answer = Answer(400)
     marker = tmp_path / "ran"
 
     result = run_cronlog("run", "--task-id", TASK, "--",
@@ -211,7 +95,7 @@ def test_a_400_is_tried_once_and_explained_and_the_job_status_stands(
 def test_a_dashboard_slower_than_the_deadline_leaves_the_report_in_the_outbox(
     dashboard, run_cronlog, tmp_path
 ):
-    dashboard.delay = 5.0
+    dashboard.answer = Answer(delay=5.0)
     marker = tmp_path / "ran"
 
     started = time.monotonic()
@@ -222,7 +106,7 @@ def test_a_dashboard_slower_than_the_deadline_leaves_the_report_in_the_outbox(
     assert result.returncode == 3
     assert elapsed < 4.0  # the 1 s deadline plus start-up, short of the server's 5 s
     assert "outbox" in result.stderr.decode()
-    [waiting] = _outbox_listing(run_cronlog)
+    [waiting] = outbox_listing(run_cronlog)
     assert waiting["state"] == "waiting"
     assert waiting["run_id"] == dashboard.arrivals[0].key
     assert (waiting["task_id"], waiting["status"]) == (TASK, "failed")
@@ -253,7 +137,7 @@ def backlog(tmp_path_factory) -> Backlog:
         XDG_STATE_HOME=str(home / "state"),
         XDG_CONFIG_HOME=str(home / "config"),
         HOME=str(home),
-        CRONLOG_URL=_free_port_url(),
+        CRONLOG_URL=free_port_url(),
         CRONLOG_API_KEY=KEY,
     )
     marker = home / "ran"
@@ -285,7 +169,7 @@ def queued(backlog, tmp_path) -> list[str]:
 def test_a_hundred_runs_with_the_dashboard_down_each_ran_once_and_wait_in_order(
     backlog, queued, run_cronlog
 ):
-    listing = _outbox_listing(run_cronlog)
+    listing = outbox_listing(run_cronlog)
 
     assert sorted(_runs_of(backlog.marker), key=int) == [
         str(n) for n in range(BACKLOG_RUNS)
@@ -307,7 +191,7 @@ def test_flush_delivers_the_hundred_in_outbox_order_once_each(
     assert len(set(dashboard.keys)) == BACKLOG_RUNS
     notes = sorted(int(body["notes"].removeprefix("run ")) for body in dashboard.bodies)
     assert notes == list(range(BACKLOG_RUNS))
-    assert _outbox_listing(run_cronlog) == []
+    assert outbox_listing(run_cronlog) == []
 
 
 def test_the_next_run_delivers_the_backlog_after_its_own_report(
@@ -323,11 +207,11 @@ def test_the_next_run_delivers_the_backlog_after_its_own_report(
     assert dashboard.bodies[0]["notes"] == "the next run"
     assert dashboard.keys[1:] == queued
     assert elapsed < 12  # within the run's 10 s backlog budget
-    assert _outbox_listing(run_cronlog) == []
+    assert outbox_listing(run_cronlog) == []
 
 
 def test_a_flush_killed_midway_loses_nothing(dashboard, queued, run_cronlog):
-    dashboard.delay = 0.1  # slow enough that the kill lands mid-flush
+    dashboard.answer = Answer(delay=0.1)  # slow enough that the kill lands mid-flush
     flusher = subprocess.Popen(
         [CRONLOG, "flush"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -343,15 +227,15 @@ def test_a_flush_killed_midway_loses_nothing(dashboard, queued, run_cronlog):
             flusher.wait(timeout=10)
 
     assert 20 <= len(dashboard.arrivals) < BACKLOG_RUNS
-    assert len(_outbox_listing(run_cronlog)) > 0
+    assert len(outbox_listing(run_cronlog)) > 0
 
-    dashboard.delay = 0.0
+    dashboard.answer = Answer()
     second = run_cronlog("flush")
 
     assert second.returncode == 0, second.stderr
     assert set(dashboard.keys) == set(queued)
     assert len(dashboard.keys) - len(set(dashboard.keys)) <= 1  # the one in flight
-    assert _outbox_listing(run_cronlog) == []
+    assert outbox_listing(run_cronlog) == []
 
 
 def test_fifty_concurrent_runs_with_the_dashboard_down_leave_fifty_intact_entries(
@@ -429,11 +313,11 @@ def test_report_start_with_the_dashboard_down_holds_the_job_back_about_a_second(
 
 
 BEHAVIOURS = {
-    "accepts": (200, 0.0),
-    "fails with 503": (503, 0.0),
-    "refuses with 400": (400, 0.0),
-    "refuses the key": (401, 0.0),
-    "answers after 3 s": (200, 3.0),
+    "accepts": Answer(200),
+    "fails with 503": Answer(503),
+    "refuses with 400": Answer(400),
+    "refuses the key": Answer(401),
+    "answers after 3 s": Answer(200, delay=3.0),
 }
 
 
@@ -442,7 +326,7 @@ def test_the_job_runs_exactly_once_whatever_the_dashboard_does(
     behaviour, dashboard, closed_port_url, monkeypatch, run_cronlog, tmp_path
 ):
     if behaviour in BEHAVIOURS:
-        dashboard.status, dashboard.delay = BEHAVIOURS[behaviour]
+        dashboard.answer = BEHAVIOURS[behaviour]
     else:
         monkeypatch.setenv("CRONLOG_URL", closed_port_url)
     marker = tmp_path / "ran"

@@ -4,194 +4,30 @@ that cannot start, a closed stdout, and command lines refused before the job run
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
 import select
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import CRONLOG
+from e2e_support import (
+    KEY,
+    WAIT_SECONDS,
+    Answer,
+    Arrival,
+    Dashboard,
+    is_gone,
+    kill_group,
+    outbox_listing,
+    pids_in,
+    start,
+    stop,
+    wait_for,
+)
 
-KEY = "k3y-for-the-recovery-tests-0123"
 TASK = "sync-price-grid"
-PR_SET_CHILD_SUBREAPER = 36
 SLOW_ANSWER = 5.0  # how long the dashboard takes when a test wants it slow
-WAIT_SECONDS = 10.0  # how long any one thing may take to happen here
-ACCEPTED = b'{"success":true,"message":"Task execution logged successfully"}'
-
-
-@dataclass(frozen=True)
-class Arrival:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def key(self) -> str:
-        return self.headers["Idempotency-Key"]
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A cronlog killed while it waits for an answer leaves a broken pipe: expected.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class Dashboard:
-    """A loopback ingest endpoint whose answers a test scripts.
-
-    `script` holds (status, content type, body, delay) for the next requests, in
-    order; after it, every request is accepted at once, as the dashboard does.
-    """
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.script: list[tuple[int, str, bytes, float]] = []
-        self.closing = threading.Event()
-        self._lock = threading.Lock()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def received(self) -> list[Arrival]:
-        with self._lock:
-            return list(self.arrivals)
-
-    def answer_always(self, status: int, content_type: str, body: bytes) -> None:
-        self.script = [(status, content_type, body, 0.0)] * 50
-
-    def stop(self) -> None:
-        self.closing.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=WAIT_SECONDS)
-
-    def _answer_for(self, arrival: Arrival) -> tuple[int, str, bytes, float]:
-        with self._lock:
-            self.arrivals.append(arrival)
-            if self.script:
-                return self.script.pop(0)
-            return 200, "application/json", ACCEPTED, 0.0
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        dashboard = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                arrival = Arrival(dict(self.headers.items()), body)
-                status, content_type, reply, delay = dashboard._answer_for(arrival)
-                dashboard.closing.wait(delay)
-
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                with suppress(ConnectionError):
-                    self.wfile.write(reply)
-
-            do_GET = do_POST
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def dashboard(monkeypatch) -> Iterator[Dashboard]:
-    server = Dashboard()
-    monkeypatch.setenv("CRONLOG_URL", server.url)
-    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def reaper() -> Iterator[None]:
-    """Make this process the subreaper of the job's orphans while the test runs.
-
-    A killed orphan is then reaped here, by PID, instead of lingering as a zombie
-    that `os.kill(pid, 0)` still finds.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def _wait_for(predicate, seconds: float = WAIT_SECONDS) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
-def _is_gone(pid: int) -> bool:
-    with suppress(ChildProcessError):  # not ours: someone else reaps it
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a job's process group (its leader's PID) and wait for the leader."""
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    _wait_for(lambda: _is_gone(pgid))
-
-
-def _start(*args: str, stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [CRONLOG, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Kill a cronlog this test started, if it is still there, and reap it."""
-    if process.poll() is None:
-        process.kill()
-    with suppress(subprocess.TimeoutExpired):
-        process.communicate(timeout=WAIT_SECONDS)
-
-
-def _pid_in(path: Path) -> int:
-    assert _wait_for(lambda: path.exists() and path.read_text().strip() != "")
-    return int(path.read_text())
-
-
-def _outbox_listing(run_cronlog) -> list[dict[str, Any]]:
-    result = run_cronlog("outbox", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def _stop_cronlog_while_it_delivers(
@@ -199,17 +35,17 @@ def _stop_cronlog_while_it_delivers(
 ) -> tuple[subprocess.Popen[bytes], float, Arrival]:
     """Run `job`, signal cronlog once the slow dashboard has the report; return the
     stopped cronlog, how long it took to go, and the report as first sent."""
-    dashboard.script = [(200, "application/json", ACCEPTED, SLOW_ANSWER)]
-    cronlog = _start("run", "--task-id", TASK, "--", "sh", "-c", job)
+    dashboard.script = [Answer(200, delay=SLOW_ANSWER)]
+    cronlog = start("run", "--task-id", TASK, "--", "sh", "-c", job)
     try:
-        assert _wait_for(lambda: len(dashboard.received) == 1)
+        assert wait_for(lambda: len(dashboard.received) == 1)
 
         signalled = time.monotonic()
         cronlog.send_signal(signum)
         cronlog.communicate(timeout=WAIT_SECONDS)
         elapsed = time.monotonic() - signalled
     finally:
-        _stop(cronlog)
+        stop(cronlog)
 
     return cronlog, elapsed, dashboard.received[0]
 
@@ -226,7 +62,7 @@ def _assert_the_next_run_sends_the_report_as_it_was(
     assert again[0].body == first.body
     notes = [arrival.json.get("notes") or "" for arrival in later]
     assert not [note for note in notes if note.startswith("outcome unknown")]
-    assert _outbox_listing(run_cronlog) == []
+    assert outbox_listing(run_cronlog) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -269,26 +105,26 @@ def test_an_orphaned_job_keeps_the_no_overlap_lock_until_it_ends(
     dashboard, reaper, run_cronlog, tmp_path
 ):
     pid_file, second_ran, third_ran = (tmp_path / n for n in ("job", "two", "three"))
-    first = _start("run", "--task-id", TASK, "--no-overlap", "--",
+    first = start("run", "--task-id", TASK, "--no-overlap", "--",
                    "sh", "-c", f"echo $$ > {pid_file}; sleep 30")  # fmt: skip
     job = None
     try:
-        job = _pid_in(pid_file)
+        [job] = pids_in(pid_file, 1)
         first.kill()
         first.communicate(timeout=WAIT_SECONDS)
 
         second = run_cronlog("run", "--task-id", TASK, "--no-overlap", "--",
                              "touch", str(second_ran))  # fmt: skip
-        orphan_lived = not _is_gone(job)
+        orphan_lived = not is_gone(job)
         while_it_lived = [arrival.json for arrival in dashboard.received]
-        _kill_group(job)
-        gone = _is_gone(job)
+        kill_group(job)
+        gone = is_gone(job)
         third = run_cronlog("run", "--task-id", TASK, "--no-overlap", "--",
                             "touch", str(third_ran))  # fmt: skip
     finally:
-        _stop(first)
+        stop(first)
         if job is not None:
-            _kill_group(job)
+            kill_group(job)
 
     assert orphan_lived and gone
     assert second.returncode == 75
@@ -313,7 +149,8 @@ NOT_TAKEN = {
 def test_a_200_that_does_not_take_the_report_leaves_it_in_the_outbox(
     answer, dashboard, run_cronlog
 ):
-    dashboard.answer_always(200, *NOT_TAKEN[answer])
+    content_type, body = NOT_TAKEN[answer]
+    dashboard.answer = Answer(200, content_type=content_type, body=body)
 
     result = run_cronlog("run", "--task-id", TASK, "--report-timeout", "2s", "--",
                          "sh", "-c", "echo working; exit 3")  # fmt: skip
@@ -324,7 +161,7 @@ def test_a_200_that_does_not_take_the_report_leaves_it_in_the_outbox(
     assert len(lines) == 1 and lines[0].startswith("cronlog: "), lines
     assert "outbox" in lines[0]
     keys = {arrival.key for arrival in dashboard.received}
-    [waiting] = _outbox_listing(run_cronlog)
+    [waiting] = outbox_listing(run_cronlog)
     assert [waiting["run_id"]] == list(keys)
     assert (waiting["state"], waiting["task_id"]) == ("waiting", TASK)
     assert waiting["status"] == "failed"
@@ -334,7 +171,8 @@ def test_a_200_that_does_not_take_the_report_leaves_it_in_the_outbox(
 def test_test_post_fails_on_a_200_that_does_not_take_the_report(
     answer, dashboard, run_cronlog
 ):
-    dashboard.answer_always(200, *NOT_TAKEN[answer])
+    content_type, body = NOT_TAKEN[answer]
+    dashboard.answer = Answer(200, content_type=content_type, body=body)
 
     result = run_cronlog("test-post")
 
@@ -376,7 +214,7 @@ def test_a_script_whose_interpreter_is_missing_exits_127_and_names_it(
 
 
 def test_a_reader_that_closes_stdout_ends_the_job_with_sigpipe(dashboard):
-    cronlog = _start("run", "--task-id", TASK, "--", "seq", "1", "1000000")
+    cronlog = start("run", "--task-id", TASK, "--", "seq", "1", "1000000")
     try:
         assert cronlog.stdout is not None
         readable, _, _ = select.select([cronlog.stdout], [], [], WAIT_SECONDS)
@@ -385,7 +223,7 @@ def test_a_reader_that_closes_stdout_ends_the_job_with_sigpipe(dashboard):
         cronlog.stdout.close()
         _, stderr = cronlog.communicate(timeout=WAIT_SECONDS)
     finally:
-        _stop(cronlog)
+        stop(cronlog)
 
     assert line == b"1\n"
     assert cronlog.returncode == 141

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CRONLOG
+from e2e_support import CRONLOG
 
 KEY = "dashboard-key-9f8e7d6c5b4a"
 

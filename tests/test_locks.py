@@ -252,9 +252,7 @@ def test_a_marker_being_written_is_never_taken_for_a_dead_run(state_dir):
 
 
 def test_markers_of_other_tasks_are_not_touched(state_dir):
-    holder = _holder(
-        state_dir, marker_code("run-1", "other")
-    )
+    holder = _holder(state_dir, marker_code("run-1", "other"))
     _kill(holder)
 
     assert abandoned_runs(state_dir, TASK) == []
