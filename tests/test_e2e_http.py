@@ -314,13 +314,16 @@ def test_100_continue_is_not_taken_for_the_answer(base, tmp_path):
 
 
 @needs_curl
-def test_a_users_own_dump_header_is_left_alone(base, tmp_path, capfd):
+@pytest.mark.parametrize("flags", [["-sSD"], ["-sS", "-D"], ["-sS", "--dump-header"]])
+def test_a_users_own_dump_header_is_read_and_left_in_place(
+    base, tmp_path, capfd, flags
+):
     theirs = tmp_path / "theirs.txt"
 
-    probe, status, verdict = run_curl(["-sSD", str(theirs), base + "/500"], tmp_path)
+    probe, status, verdict = run_curl([*flags, str(theirs), base + "/500"], tmp_path)
 
-    assert probe.header_file is None
-    assert (status, verdict) == (None, ("success", None, 0))
+    assert probe.header_file == str(theirs)
+    assert (status, verdict) == (500, ("failed", "HTTP 500", 22))
     assert theirs.read_bytes().startswith(b"HTTP/1.1 500")
     assert capfd.readouterr().out == ERROR_BODY.decode()
 
