@@ -51,7 +51,7 @@ def main() -> None:
         base = Path(scratch)
         with_dashboard = isolated_env(base / "dashboard", receiver.url)
         local_only = isolated_env(base / "local", None)
-        from_file = config_file_env(base / "file", receiver.url)
+        file_env = config_file_env(base / "file", receiver.url)
         clock_line = "import time; print(time.time_ns())"
         walls: dict[str, list[float]] = {}
 
@@ -84,7 +84,7 @@ def main() -> None:
                 "cronlog run, dashboard", cronlog_run(*JOB), with_dashboard
             ),
             "cronlog run, config file": started(
-                "cronlog run, config file", cronlog_run(*JOB), from_file
+                "cronlog run, config file", cronlog_run(*JOB), file_env
             ),
             "cronlog run, local store": started(
                 "cronlog run, local store", cronlog_run(*JOB), local_only
