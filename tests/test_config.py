@@ -19,7 +19,7 @@ from cronlog.errors import ConfigError
 def write_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
     path = tmp_path / "config" / "cronlog" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     path.chmod(mode)
     return path
 
@@ -111,6 +111,13 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, "url = \n")
 
     with pytest.raises(ConfigError, match=f"config file {path} is not valid TOML"):
+        config.resolve({}, env_for(tmp_path))
+
+
+def test_a_byte_order_mark_is_named_as_the_problem(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '\ufeffurl = "http://127.0.0.1:8787"\n')
+
+    with pytest.raises(ConfigError, match=f"config file {path} starts with a byte"):
         config.resolve({}, env_for(tmp_path))
 
 

@@ -205,6 +205,12 @@ def load_config_file(path: str) -> dict[str, Any]:
             text = file.read()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
+    if text.startswith("\ufeff"):
+        # Windows editors save one; TOML forbids it, and tomllib would not say so.
+        raise ConfigError(
+            f"config file {path} starts with a byte-order mark; save it as UTF-8 "
+            "without BOM"
+        )
 
     # The usual file is read without tomllib's imports; tomllib judges anything else.
     document = toml_subset.loads(text)
