@@ -317,6 +317,22 @@ def test_an_untrusted_certificate_is_not_retried(tls_server, report):
     assert tls_server.requests == []
 
 
+def test_https_to_a_plain_http_server_suggests_an_http_url(ingest_server, report):
+    url = ingest_server.url.replace("http://", "https://")
+
+    with (
+        Reporter(Target(url, KEY)) as reporter,
+        pytest.raises(DeliveryFailed) as caught,
+    ):
+        reporter.send(report, deadline=5)
+
+    assert str(caught.value).startswith(
+        f"cannot connect to {url}: TLS handshake failed (WRONG_VERSION_NUMBER); the "
+        "server may speak plain http: if so, use an http:// URL"
+    )
+    assert not caught.value.retriable
+
+
 def test_a_ca_bundle_makes_a_private_certificate_trusted(tls_server, report):
     target = Target(tls_server.url, KEY, ca_bundle=str(tls_server.certificate))
 

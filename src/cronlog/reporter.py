@@ -322,6 +322,12 @@ def _connect_failure(error: BaseException) -> str:
             break
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS certificate not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
+            # What a plain-http server answering a TLS hello looks like from here.
+            return (
+                "TLS handshake failed (WRONG_VERSION_NUMBER); the server may speak "
+                "plain http: if so, use an http:// URL"
+            )
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed ({cause.reason or cause})"
         if isinstance(cause, ConnectionRefusedError):
