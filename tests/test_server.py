@@ -30,7 +30,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cronlog.errors import UsageError
-from cronlog.server import create_app, is_loopback, serve
+from cronlog.server import LOOPBACK_HOST_HEADERS, create_app, is_loopback, serve
 from cronlog.server.ingest import MAX_BODY_BYTES
 from cronlog.store import Store, open_store
 
@@ -477,13 +477,16 @@ def test_the_page_marks_an_overdue_task(client: TestClient) -> None:
 
 
 def test_a_foreign_host_header_is_refused_on_loopback(store: Store) -> None:
-    app = create_app(store, api_key=None, allowed_hosts=["127.0.0.1", "localhost"])
+    app = create_app(store, api_key=None, allowed_hosts=LOOPBACK_HOST_HEADERS)
 
     rebound = TestClient(app, base_url="http://evil.example").get("/")
-    local = TestClient(app, base_url="http://127.0.0.1:8787").get("/")
+    local = [
+        TestClient(app, base_url=f"http://{host}:8787").get("/").status_code
+        for host in ("127.0.0.1", "localhost", "[::1]")
+    ]
 
     assert rebound.status_code == 400
-    assert local.status_code == 200
+    assert local == [200, 200, 200]
 
 
 def test_each_request_is_logged_once_without_the_key(

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Host headers a loopback server answers; an IPv6 literal keeps its brackets there.
+LOOPBACK_HOST_HEADERS = ("127.0.0.1", "localhost", "[::1]")
 LISTEN_BACKLOG = 2048
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -69,7 +70,7 @@ def serve(
             store,
             api_key=api_key or None,
             tasks=tasks,
-            allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+            allowed_hosts=LOOPBACK_HOST_HEADERS if loopback else None,
         )
         config = uvicorn.Config(
             app,
