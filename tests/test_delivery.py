@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -221,3 +222,24 @@ def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
         waiting = [entry.run_id for entry in outbox_of(state_dir).pending()]
 
     assert waiting == [sending.run_id]
+
+
+def test_start_imports_what_the_caller_names_while_the_job_runs(
+    ingest_server, state_dir, tmp_path, monkeypatch
+):
+    (tmp_path / "end_of_run_helper.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "end_of_run_helper", raising=False)
+    sending = Delivery(
+        settings_for(ingest_server.url),
+        state_dir,
+        dry_run=False,
+        preload=("end_of_run_helper", "no_such_module_for_cronlog"),
+    )
+
+    sending.start()
+    sending.finish(FIELDS)
+
+    assert "end_of_run_helper" in sys.modules
+    [request] = ingest_server.received  # a module that is not there changes nothing
+    assert request.json == FIELDS

@@ -3,7 +3,8 @@ dashboard configured) the local store; or, with --dry-run, stderr.
 
 `start` is called as soon as the job runs (or, with --report-start, just before): a
 background thread imports the reporter and builds its HTTP client, TLS context
-included, while the job works. `finish` waits for it and delivers. Nothing here
+included, then imports what the end of the run needs, while the job works. `finish`
+waits for it and delivers. Nothing here
 raises for a report that could not be delivered: that is a warning, and the report
 waits in the outbox.
 """
@@ -47,11 +48,19 @@ def new_run_id() -> str:
 
 class Delivery:
     def __init__(
-        self, settings: config.Settings, state_dir: str | None, *, dry_run: bool
+        self,
+        settings: config.Settings,
+        state_dir: str | None,
+        *,
+        dry_run: bool,
+        preload: Sequence[str] = (),
     ) -> None:
+        """`preload`: modules the caller needs once the job has ended, imported in
+        the background while it runs."""
         self.settings = settings
         self.state_dir = state_dir
         self.dry_run = dry_run
+        self.preload = preload
         self.run_id = new_run_id()
         self._reporter: Reporter | None = None
         self._thread: threading.Thread | None = None
@@ -115,6 +124,23 @@ class Delivery:
         finally:
             if self._start_reported is not None:
                 self._start_reported.set()
+        self._import_ahead()
+
+    def _import_ahead(self) -> None:
+        """Import now what `finish` and the caller will, so that the time after the
+        job is spent delivering, not importing (about 8 ms; 30 for the store)."""
+        if self.dry_run:
+            ahead: tuple[str, ...] = ()
+        elif self.to_dashboard:
+            # socket's name lookup encodes the host with the idna codec
+            ahead = ("cronlog.outbox", "encodings.idna")
+        else:
+            ahead = ("cronlog.store",)
+        for name in (*self.preload, *ahead):
+            try:
+                __import__(name)
+            except ImportError:
+                continue  # the import where it is needed will say what is wrong
 
     def _start_reporter(self) -> Reporter | None:
         from cronlog.reporter import Reporter, Target

@@ -31,10 +31,11 @@ if TYPE_CHECKING:
 
 log = logs.logger(__name__)
 
-OUTPUT_TAIL_BYTES = (
-    64 * 1024
-)  # several times NOTES_LIMIT, so redaction sees lines whole
+# Several times NOTES_LIMIT, so that redaction sees the lines whole.
+OUTPUT_TAIL_BYTES = 64 * 1024
 HIDDEN_VARIABLES = ("CRONLOG_API_KEY",)  # cronlog's own key; the job's keys stay
+# What the end of a run imports (stop handlers, the notes), imported while it runs.
+END_OF_RUN_MODULES = ("signal", "cronlog.notes")
 
 
 class Verdict:
@@ -96,7 +97,9 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
         "environment": settings.environment.value,
         "owner": settings.owner.value,
     }
-    delivery = Delivery(settings, state_dir, dry_run=options.dry_run)
+    delivery = Delivery(
+        settings, state_dir, dry_run=options.dry_run, preload=END_OF_RUN_MODULES
+    )
     book = _Bookkeeping(state_dir, delivery, base)
 
     if options.no_overlap and state_dir is not None:
