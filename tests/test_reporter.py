@@ -18,6 +18,7 @@ import respx
 
 from cronlog import __version__
 from cronlog.errors import ReportError
+from cronlog.httpclient import trust_context
 from cronlog.models import TaskRun
 from cronlog.reporter import (
     MAX_ATTEMPTS,
@@ -405,6 +406,39 @@ def test_a_missing_ca_bundle_is_named(report, tmp_path):
 
     assert str(bundle) in str(caught.value)
     assert "ca_bundle" in str(caught.value)
+
+
+def test_a_ca_installed_in_the_hosts_store_is_trusted(
+    tls_server, report, monkeypatch, tmp_path
+):
+    """As IT installs a company CA: a hashed name in OpenSSL's CA directory, which
+    SSL_CERT_DIR points at here; no bundle is given to cronlog."""
+    store = tmp_path / "host-store"
+    store.mkdir()
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(tls_server.certificate)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    shutil.copy(tls_server.certificate, store / f"{subject_hash}.0")
+    monkeypatch.setenv("SSL_CERT_DIR", str(store))
+
+    with Reporter(Target(tls_server.url, KEY)) as reporter:
+        reporter.send(report, deadline=5)
+
+    assert tls_server.requests == [report.payload()]
+
+
+def test_the_system_store_falls_back_to_truststore_without_openssl_defaults(
+    monkeypatch, tmp_path
+):
+    truststore = pytest.importorskip("truststore")
+    nothing = ssl.DefaultVerifyPaths(None, str(tmp_path), "", "", "", "")
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: nothing)
+
+    assert isinstance(trust_context(None), truststore.SSLContext)
 
 
 def test_ssl_cert_file_is_used_when_no_bundle_is_given(monkeypatch, tmp_path):

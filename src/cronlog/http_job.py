@@ -33,7 +33,7 @@ from cronlog import __version__, exits
 from cronlog.curl import CURL_EXITS, judge_http
 from cronlog.durations import format_duration
 from cronlog.errors import UsageError
-from cronlog.httpclient import httpx
+from cronlog.httpclient import httpx, trust_context
 from cronlog.status_codes import DEFAULT_OK_STATUSES, OkStatuses
 
 MAX_REDIRECTS = 50  # curl's default --max-redirs
@@ -196,13 +196,8 @@ def _checked_url(text: str) -> httpx.URL:
 def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext:
     """Verified TLS: SSL_CERT_FILE when set, else the operating system's store."""
     bundle = env.get("SSL_CERT_FILE")
-    if not bundle:
-        import truststore
-
-        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
     try:
-        return ssl.create_default_context(cafile=bundle)
+        return trust_context(bundle)
     except (OSError, ssl.SSLError) as error:
         raise UsageError(
             f"cannot load the CA bundle {bundle} (SSL_CERT_FILE): {error}"

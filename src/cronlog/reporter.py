@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 from cronlog import __version__
 from cronlog.config import INGEST_PATH
 from cronlog.errors import ReportError
-from cronlog.httpclient import httpx
+from cronlog.httpclient import httpx, trust_context
 
 if TYPE_CHECKING:
     from cronlog.models import TaskRun
@@ -206,19 +206,10 @@ class Reporter:
             return self._client
 
     def _ssl_context(self) -> ssl.SSLContext:
-        """Verified TLS: the configured bundle, else SSL_CERT_FILE, else the OS store.
-
-        The OS store (through truststore) is what lets a company CA that IT installed
-        on the host work without telling cronlog about it.
-        """
+        """Verified TLS: --ca-bundle, else SSL_CERT_FILE, else the OS store."""
         bundle = self.target.ca_bundle or os.environ.get("SSL_CERT_FILE")
-        if not bundle:
-            import truststore
-
-            return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
         try:
-            return ssl.create_default_context(cafile=bundle)
+            return trust_context(bundle)
         except (OSError, ssl.SSLError) as error:
             source = "ca_bundle" if self.target.ca_bundle else "SSL_CERT_FILE"
             raise DeliveryFailed(
