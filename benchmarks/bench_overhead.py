@@ -2,9 +2,11 @@
 
 Each round runs `sleep 0.5` bare, under `cronlog run` and under the guide's bash
 wrapper, both posting to a loopback receiver, then the same three with `true`, whose
-cost is all start-up and reporting with nothing to overlap. Overhead is a run's wall
-time minus the bare command's median. CPU is user + sys of the whole process tree
-(wait4). Target: cronlog's overhead around `sleep 0.5` at most 3 times the wrapper's.
+cost is all start-up and reporting with nothing to overlap; then `sleep 0.5` under
+both posting to an https receiver whose certificate is in the system's trust store.
+Overhead is a run's wall time minus the bare command's median. CPU is user + sys of
+the whole process tree (wait4). Target: cronlog's overhead around `sleep 0.5` at most
+3 times the wrapper's.
 
     .venv/bin/python benchmarks/bench_overhead.py [--rounds 15]
 """
@@ -28,6 +30,7 @@ from harness import (
     median,
     require,
     row,
+    trusting_env,
     verdict,
 )
 
@@ -40,13 +43,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     options = parser.parse_args()
-    require("sleep", "true", "curl", "bash")
+    require("sleep", "true", "curl", "bash", "openssl")
 
-    with tempfile.TemporaryDirectory() as scratch, Receiver() as receiver:
-        env = isolated_env(Path(scratch), receiver.url)
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        Receiver() as receiver,
+        Receiver(tls_dir=Path(scratch) / "tls") as secure,
+    ):
+        plain_env = isolated_env(Path(scratch), receiver.url)
+        secure_env = trusting_env(isolated_env(Path(scratch), secure.url), secure)
         samples: dict[str, list[Sample]] = {}
 
-        def timed(name: str, argv: list[str]) -> Callable[[], float]:
+        def timed(
+            name: str, argv: list[str], env: dict[str, str] = plain_env
+        ) -> Callable[[], float]:
             samples[name] = []
 
             def once() -> float:
@@ -63,10 +73,13 @@ def main() -> None:
             variants[f"bare {label}"] = timed(f"bare {label}", list(job))
             variants[f"cronlog {label}"] = timed(f"cronlog {label}", cronlog_run(*job))
             variants[f"guide {label}"] = timed(f"guide {label}", guide_run(*job))
+        for wrapper, argv in (("cronlog", cronlog_run), ("guide", guide_run)):
+            name = f"{wrapper} sleep 0.5, https"
+            variants[name] = timed(name, argv(*JOBS["sleep 0.5"]), secure_env)
 
         with machine_note("bench_overhead: cronlog run vs the guide's wrapper"):
             walls = interleave(variants, rounds=options.rounds, budget=BUDGET_S)
-        received = len(receiver.take())
+        received = len(receiver.take()) + len(secure.take())
 
     kept = {name: runs[-len(walls[name]) :] for name, runs in samples.items()}
     print("wall time (median [min .. max])")
@@ -74,8 +87,8 @@ def main() -> None:
         print(row(name, values, "ms", 1000))
     print("overhead: wall time minus the bare command's median")
     overheads = {}
-    for label in JOBS:
-        bare = median(walls[f"bare {label}"])
+    for label in (*JOBS, "sleep 0.5, https"):
+        bare = median(walls[f"bare {label.removesuffix(', https')}"])
         for wrapper in ("cronlog", "guide"):
             name = f"{wrapper} {label}"
             overheads[name] = [wall - bare for wall in walls[name]]
@@ -84,7 +97,7 @@ def main() -> None:
     for name, runs in kept.items():
         print(row(name, [run.cpu for run in runs], "ms", 1000))
     print("ratios (medians)")
-    for label in JOBS:
+    for label in (*JOBS, "sleep 0.5, https"):
         ratio = median(overheads[f"cronlog {label}"]) / median(
             overheads[f"guide {label}"]
         )
@@ -92,7 +105,7 @@ def main() -> None:
             [run.cpu for run in kept[f"guide {label}"]]
         )
         print(
-            f"  cronlog / guide, {label:<10} overhead {ratio:6.2f} x   CPU {cpu:6.2f} x"
+            f"  cronlog / guide, {label:<16} overhead {ratio:6.2f} x   CPU {cpu:6.2f} x"
         )
     print(f"  reports received {received}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -47,14 +48,27 @@ class Sample:
 
 
 class Receiver:
-    """The ingest endpoint on 127.0.0.1: keeps each body, answers as the guide says."""
+    """The ingest endpoint on 127.0.0.1: keeps each body, answers as the guide says.
 
-    def __init__(self) -> None:
+    With `tls_dir`, it speaks https with a self-signed certificate made there
+    (`self.certificate`), as a dashboard behind TLS does.
+    """
+
+    def __init__(self, tls_dir: Path | None = None) -> None:
         self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http"
+        if tls_dir is not None:
+            self.certificate, key = _self_signed_certificate(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate, key)
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True
+            )
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:
@@ -127,6 +141,46 @@ def isolated_env(scratch: Path, url: str | None) -> dict[str, str]:
         env["CRONLOG_URL"] = url
         env["DASHBOARD_URL"] = url
     return env
+
+
+def trusting_env(env: Mapping[str, str], receiver: Receiver) -> dict[str, str]:
+    """`env` for an https receiver, its certificate installed as IT installs a
+    company CA. cronlog, with no SSL_CERT_FILE, takes the system store: OpenSSL's
+    default CA file, and SSL_CERT_DIR holding the certificate under its hashed name.
+    curl takes the system bundle with the certificate appended (CURL_CA_BUNDLE), so
+    both load the whole store, as on a real host."""
+    store = receiver.certificate.parent / "store"
+    store.mkdir(exist_ok=True)
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(receiver.certificate)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    ).stdout.strip()
+    shutil.copy(receiver.certificate, store / f"{subject_hash}.0")
+
+    system_bundle = Path(ssl.get_default_verify_paths().openssl_cafile)
+    bundle = store.parent / "bundle.pem"
+    system_certificates = system_bundle.read_bytes() if system_bundle.is_file() else b""
+    bundle.write_bytes(system_certificates + receiver.certificate.read_bytes())
+
+    trusting = {name: value for name, value in env.items() if name != "SSL_CERT_FILE"}
+    return trusting | {"SSL_CERT_DIR": str(store), "CURL_CA_BUNDLE": str(bundle)}
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=PROCESS_TIMEOUT,
+    )  # fmt: skip
+    return certificate, key
 
 
 def config_file_env(scratch: Path, url: str) -> dict[str, str]:
