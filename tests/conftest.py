@@ -34,6 +34,21 @@ ISOLATED_VARIABLES = (
     | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "ALL", "NO")}
 )
 
+# Set by .ci/run, where curl, openssl, PostgreSQL and Chromium are installed: there a
+# test skipped for want of one of them is a failure, not a quiet pass. Read at import,
+# before the per-test isolation clears CRONLOG_* variables.
+NO_SKIPS = os.environ.get("CRONLOG_TEST_NO_SKIPS") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        report.outcome = "failed"
+        report.longrepr = f"skipped where CRONLOG_TEST_NO_SKIPS=1: {reason}"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
