@@ -125,7 +125,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         ("--kill-after",),
         "kill_after",
-        "After --timeout, wait this long between SIGTERM and SIGKILL.",
+        "After --timeout, wait this long between SIGTERM and SIGKILL [default 10s].",
         metavar="DURATION",
         convert=parse_duration,
         default=10.0,

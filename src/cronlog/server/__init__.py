@@ -81,7 +81,7 @@ def serve(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         bound_host, bound_port = listener.getsockname()[:2]
-        logger.info("cronlog serve listening on http://%s:%d", bound_host, bound_port)
+        logger.info("listening on http://%s:%d", bound_host, bound_port)
         with listener:
             uvicorn.Server(config).run(sockets=[listener])
     finally:
