@@ -454,6 +454,31 @@ def test_the_page_shows_a_failed_task_and_its_notes_as_text(client: TestClient) 
     assert "<img" not in page.text
 
 
+def test_every_failed_run_in_the_strip_opens_its_own_notes(client: TestClient) -> None:
+    ids = {}
+    for minute, status, notes in [
+        (1, "failed", "exit 3\nfirst failure"),
+        (2, "success", None),
+        (3, "failed", "exit 7\n<b>second</b> failure"),
+    ]:
+        started_at = f"2026-01-04T02:5{minute}:00Z"
+        body = run(status=status, notes=notes, started_at=started_at)
+        ids[notes] = client.post(INGEST, json=body).json()["data"]["id"]
+
+    page = client.get("/").text
+
+    for notes, escaped in [
+        ("exit 3\nfirst failure", "exit 3\nfirst failure"),
+        ("exit 7\n<b>second</b> failure", "exit 7\n&lt;b&gt;second&lt;/b&gt; failure"),
+    ]:
+        run_id = ids[notes]
+        assert f'<a class="mark mark-failed" href="#run-{run_id}"' in page
+        target = page.split(f'<div class="run-notes" id="run-{run_id}">')[1]
+        assert target.split("</div>")[0].count(escaped) == 1
+    assert f'href="#run-{ids[None]}"' not in page
+    assert ".run-notes:target { display: block; }" in page
+
+
 def test_the_page_links_only_web_log_urls(client: TestClient) -> None:
     client.post(INGEST, json=run(status="failed", log_url="javascript:alert(1)"))
 
