@@ -7,10 +7,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +313,74 @@ def test_report_start_with_the_dashboard_down_holds_the_job_back_about_a_second(
     with_start = _seconds_until_the_job_starts(["--report-start"], tmp_path)
 
     assert with_start - plain < 1.5  # the documented 1 s wait, and some slack
+
+
+class SilentServer:
+    """A loopback socket that listens and accepts but never answers a byte."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted = 0
+        self._connections: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._connections.append(connection)  # held open, never read or answered
+            self.accepted += 1
+
+    def stop(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
+        for connection in self._connections:
+            connection.close()
+        self._listener.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.stop()
+
+
+def test_report_start_to_a_silent_dashboard_holds_the_job_back_at_most_a_second(
+    silent_server, monkeypatch, tmp_path
+):
+    # A closed port refuses at once; a dashboard that accepts and never answers is the
+    # case where only the documented 1 s bound keeps the job on time.
+    monkeypatch.setenv("CRONLOG_URL", silent_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    runs = tmp_path / "runs"
+    stamp = tmp_path / "job-started"
+    program = (
+        "import sys, time\n"
+        f"open({str(runs)!r}, 'a').write('x\\n')\n"
+        f"open({str(stamp)!r}, 'w').write(repr(time.time()))\n"
+    )
+
+    launched = time.time()
+    result = subprocess.run(
+        [CRONLOG, "run", "--task-id", TASK, "--report-start",
+         "--report-timeout", "200ms", "--", sys.executable, "-c", program],
+        capture_output=True, timeout=PROCESS_TIMEOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert silent_server.accepted >= 1  # the running report was really attempted
+    assert _runs_of(runs) == ["x"]
+    # From launch to the job's own first statement: start-up, at most the 1 s wait.
+    assert float(stamp.read_text()) - launched < 2.5
 
 
 BEHAVIOURS = {
