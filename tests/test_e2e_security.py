@@ -197,3 +197,30 @@ def test_any_bytes_a_job_prints_give_valid_json_notes(dashboard, run_cronlog, tm
     assert len(notes) <= 4000
     assert notes.endswith("<script>alert(1)</script>\ufffd\ufffd\ufffd")
     raw.decode("utf-8")
+
+
+def test_bytes_that_are_not_utf8_in_arguments_still_give_a_report(
+    dashboard, run_cronlog, monkeypatch
+):
+    # How Python hands over argument bytes that are not UTF-8: as lone surrogates.
+    monkeypatch.setenv("CRONLOG_ENVIRONMENT", "stag\udcffing")
+
+    result = run_cronlog(
+        "run",
+        "--task-id",
+        "sync-price-grid",
+        "--title",
+        "Sync \udcff grid",
+        "--notes",
+        "night \udcfe run",
+        "--",
+        "/nonexistent/\udcffcommand",
+    )
+
+    assert result.returncode == 127
+    [body] = dashboard.bodies
+    assert body["task_title"] == "Sync \ufffd grid"
+    assert body["environment"] == "stag\ufffding"
+    assert body["notes"] == (
+        "night \ufffd run\ncommand not found: /nonexistent/\ufffdcommand"
+    )

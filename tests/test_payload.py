@@ -3,6 +3,7 @@ for any fields, payload.build and models.TaskRun agree, or both refuse."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -98,3 +99,20 @@ def test_build_and_the_model_agree_on_any_fields(
             payload.build(fields)
         return
     assert payload.build(fields) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("bad\udcffbyte", "bad\ufffdbyte"),  # a byte that was not UTF-8, escaped
+        ("lone \ud800 half", "lone \ufffd\ufffd\ufffd half"),  # no byte made it
+        ("café", "café"),
+    ],
+)
+def test_text_that_utf8_cannot_carry_is_replaced_not_refused(given, sent):
+    body = payload.build(
+        {"task_id": "t", "task_title": given, "status": "failed", "notes": given}
+    )
+
+    assert (body["task_title"], body["notes"]) == (sent, sent)
+    json.dumps(body, ensure_ascii=False).encode("utf-8")

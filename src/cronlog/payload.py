@@ -68,7 +68,11 @@ def build(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise ValueError(f"not ingest fields: {', '.join(sorted(unknown))}")
-    body = {name: fields[name] for name in FIELDS if fields.get(name) is not None}
+    body = {
+        name: valid_text(value) if isinstance(value, str) else value
+        for name in FIELDS
+        if (value := fields.get(name)) is not None
+    }
 
     for name in ("task_id", "task_title", "status"):
         if name not in body:
@@ -89,6 +93,18 @@ def build(fields: Mapping[str, Any]) -> dict[str, Any]:
         if name in body:
             body[name] = format_timestamp(_as_datetime(body[name]))
     return body
+
+
+def valid_text(text: str) -> str:
+    """`text` as UTF-8 can carry it: bytes that were not UTF-8 in an argument or a
+    variable (which Python keeps as lone surrogates) become U+FFFD, as in notes."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no byte produced
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def _as_datetime(value: datetime | str) -> datetime:
