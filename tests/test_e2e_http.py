@@ -541,7 +541,16 @@ def test_a_closed_port_is_request_exit_7(dashboard, run_cronlog, closed_port):
 
     assert result.returncode == 7
     assert result.stdout == b""
-    assert "connect" in dashboard.bodies[0]["notes"]
+    assert (
+        result.stderr
+        == (
+            "cronlog: request failed: could not connect to host: connection refused "
+            f"(http://127.0.0.1:{closed_port})\n"
+        ).encode()
+    )
+    assert dashboard.bodies[0]["notes"] == (
+        f"could not connect to host: connection refused (http://127.0.0.1:{closed_port})"
+    )
 
 
 def test_a_request_header_reads_the_environment_and_is_redacted(

@@ -87,6 +87,18 @@ def test_a_ca_bundle_that_cannot_be_loaded_names_ssl_cert_file(tmp_path):
 
 
 @respx.mock
+def test_headers_and_data_go_out_as_the_bytes_given(capfd):
+    route = respx.post(URL).mock(return_value=httpx.Response(204))
+    env = {"NOTE": "caf\u00e9 a\udcffb"}  # UTF-8, then a byte that is not
+
+    perform(post(headers=("X-Note: ${NOTE}",), data="n=\udcfe"), env)
+
+    sent = route.calls.last.request
+    assert (b"X-Note", b"caf\xc3\xa9 a\xffb") in sent.headers.raw
+    assert sent.content == b"n=\xfe"
+
+
+@respx.mock
 def test_it_sends_the_headers_and_prints_the_body(capfd):
     route = respx.post(URL).mock(return_value=httpx.Response(200, text="queued 3\n"))
 

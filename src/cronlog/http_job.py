@@ -261,8 +261,14 @@ def _exchange(
 
 def _content(request: HttpRequest) -> bytes | None:
     if request.json_body is not None:
-        return request.json_body.encode()
-    return None if request.data is None else request.data.encode()
+        return _as_given(request.json_body)
+    return None if request.data is None else _as_given(request.data)
+
+
+def _as_given(text: str) -> bytes:
+    """The bytes of an argument or variable as they were given, as curl sends them:
+    bytes that are not UTF-8 came in as lone surrogates and go out as they came."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _hop_headers(
@@ -280,7 +286,7 @@ def _hop_headers(
 
     # Bytes as given, as curl sends them: a UTF-8 value is not refused.
     chosen = [*user, *((n, v) for n, v in defaults if n.lower() not in given)]
-    return [(name.encode(), value.encode()) for name, value in chosen]
+    return [(name.encode(), _as_given(value)) for name, value in chosen]
 
 
 def _is_redirect(response: httpx.Response) -> bool:

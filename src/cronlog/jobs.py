@@ -351,6 +351,9 @@ def _perform_request(
         tail_bytes=OUTPUT_TAIL_BYTES,
     )
     result = http_job.perform(request, job_environment(env), on_started=on_started)
+    if result.reason and result.http_status is None:
+        # No answer at all: say so on stderr, as `curl -sS` does, for cron's mail.
+        log.warning("request failed: %s", result.reason)
 
     status = "failed" if result.reason else "success"
     return Finished(
