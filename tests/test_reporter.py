@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -552,3 +553,87 @@ def test_success_false_is_a_failure_worth_retrying(report):
 
     assert receipt.attempts == 2
     assert route.call_count == 2
+
+
+def _sleeps_between_503s(reporter: Reporter, report: Report, clock: FakeClock):
+    """The pauses of one send that the dashboard answers 503 every time."""
+    clock.slept.clear()
+    with pytest.raises(DeliveryFailed):
+        reporter.send(report, deadline=10_000)  # only MAX_ATTEMPTS ends it
+    return list(clock.slept)
+
+
+@respx.mock
+def test_the_backoff_grows_exponentially_up_to_its_cap_with_full_jitter(report):
+    respx.post(URL).mock(return_value=httpx.Response(503))
+    clock = FakeClock()
+    sends = 100
+
+    with Reporter(
+        Target(URL, KEY), sleep=clock.sleep, clock=clock, rng=random.Random(1)
+    ) as reporter:
+        runs = [_sleeps_between_503s(reporter, report, clock) for _ in range(sends)]
+
+    assert all(len(sleeps) == MAX_ATTEMPTS - 1 for sleeps in runs)
+    by_attempt = list(zip(*runs, strict=True))
+    bounds = [min(8.0, 0.5 * 2**n) for n in range(MAX_ATTEMPTS - 1)]
+    means = [sum(pauses) / sends for pauses in by_attempt]
+    for pauses, bound, mean in zip(by_attempt, bounds, means, strict=True):
+        assert all(0 <= pause <= bound for pause in pauses)
+        assert len(set(pauses)) == sends  # jittered: no two sends pause alike
+        assert 0.35 * bound < mean < 0.65 * bound  # drawn from all of [0, bound]
+        assert max(pauses) > 0.8 * bound
+    # Each pause's window doubles (0.5, 1, 2, 4, 8 s) until the 8 s cap, then stays.
+    for earlier, later in itertools.pairwise(means[:5]):
+        assert 1.5 < later / earlier < 2.7
+    for earlier, later in itertools.pairwise(means[4:]):
+        assert 0.7 < later / earlier < 1.4
+
+
+@respx.mock
+def test_two_random_seeds_give_different_backoffs(report):
+    respx.post(URL).mock(return_value=httpx.Response(503))
+
+    def sleeps_with_seed(seed: int) -> list[float]:
+        clock = FakeClock()
+        with Reporter(
+            Target(URL, KEY), sleep=clock.sleep, clock=clock, rng=random.Random(seed)
+        ) as reporter:
+            return _sleeps_between_503s(reporter, report, clock)
+
+    first, second, first_again = (
+        sleeps_with_seed(1),
+        sleeps_with_seed(2),
+        sleeps_with_seed(1),
+    )
+
+    assert first == first_again  # the pauses come from the rng, nothing else
+    assert all(a != b for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectError("[Errno 111] Connection refused"),
+        httpx.ConnectTimeout("timed out"),
+        httpx.ReadTimeout("timed out"),
+    ],
+    ids=type,
+)
+@respx.mock
+def test_a_connection_failure_is_retried_and_delivered_on_the_second_try(
+    reporter, report, clock, error
+):
+    route = respx.post(URL).mock(
+        side_effect=[error, httpx.Response(200, json=ACCEPTED)]
+    )
+
+    receipt = reporter.send(report)
+
+    assert receipt == Receipt(200, ACCEPTED, 2)
+    first, second = (call.request for call in route.calls)
+    assert first.content == second.content == report.payload()
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert first.headers["X-API-Key"] == second.headers["X-API-Key"] == KEY
+    assert len(clock.slept) == 1
+    assert 0 <= clock.slept[0] <= 0.5
