@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import (
+    CRONLOG,
     PROCESS_TIMEOUT,
     WAIT_SECONDS,
     group_members,
@@ -235,3 +236,21 @@ def test_two_next_runs_starting_at_once_report_a_lost_run_only_once(
     assert statuses == ["failed", "success", "success"]
     [lost] = [b for b in dashboard.bodies if b["status"] == "failed"]
     assert lost["notes"].startswith("outcome unknown")
+
+
+@pytest.mark.parametrize("closing", [">&-", "2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
+def test_closed_standard_streams_change_neither_the_status_nor_the_report(
+    dashboard, closing
+):
+    # As a crontab line that ends in `>&- 2>&-` starts cronlog.
+    started = subprocess.run(
+        ["sh", "-c", f'exec "$@" {closing}', "sh", CRONLOG, "run", "--task-id",
+         "sync-price-grid", "--", "sh", "-c", "echo printed; echo said >&2; exit 4"],
+        capture_output=True,
+        timeout=PROCESS_TIMEOUT,
+    )  # fmt: skip
+
+    assert started.returncode == 4
+    assert b"Traceback" not in started.stderr
+    [body] = dashboard.bodies
+    assert (body["status"], body["notes"]) == ("failed", "exit 4\nprinted\nsaid")

@@ -18,12 +18,19 @@ if TYPE_CHECKING:
 
 def _reopen_closed_standard_fds() -> None:
     """Give a closed fd 0, 1 or 2 to /dev/null, so no pipe cronlog opens takes its
-    number and reaches the job as its stdin or stdout by mistake."""
-    for fd in (0, 1, 2):
+    number and reaches the job as its stdin or stdout by mistake.
+
+    Python found no file there and set that sys stream to None; it gets one again,
+    so that cronlog's own messages and flushes need no case of their own.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         try:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+        if getattr(sys, name) is None:
+            stream = open(fd, mode, closefd=False, errors="backslashreplace")  # noqa: SIM115
+            setattr(sys, name, stream)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
