@@ -107,6 +107,19 @@ def test_an_empty_or_missing_key_file_is_an_error_naming_it(tmp_path: Path) -> N
         config.resolve({"api_key_file": str(tmp_path / "nope")}, env_for(tmp_path))
 
 
+@pytest.mark.parametrize("source", ["/dev/zero", "big"])
+def test_a_key_file_is_read_only_as_far_as_a_key_can_go(
+    tmp_path: Path, source: str
+) -> None:
+    path = source
+    if source == "big":
+        path = str(tmp_path / "big")
+        Path(path).write_text("k" * 10_000)
+
+    with pytest.raises(ConfigError, match=f"key file {path} is over 4096 characters"):
+        config.resolve({"api_key_file": path}, env_for(tmp_path))
+
+
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, "url = \n")
 

@@ -47,6 +47,7 @@ FILE_KEYS: dict[str, str | None] = {
 }
 TASK_KEYS = ("title", "schedule", "timezone", "frequency")
 API_KEY_VARIABLES = ("CRONLOG_API_KEY", "CHATKIT_API_KEY")
+KEY_FILE_LIMIT = 4096
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # as split_url gives them
 URL_EXAMPLE = "write e.g. https://trade.rezult.co"
 PORT_LIMIT = 65535
@@ -434,10 +435,16 @@ def _key_from_file(name: str, source: str) -> Value:
     path = os.path.expanduser(name)
     try:
         with open(path, encoding="utf-8") as file:
-            key = file.read().strip()
+            # A bounded read: a wrong path (/dev/zero, a log) must not eat memory.
+            key = file.read(KEY_FILE_LIMIT + 1)
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{source}: cannot read key file {path}: {error}") from None
-    return _checked_key(key, f"{source} ({path})")
+    if len(key) > KEY_FILE_LIMIT:
+        raise ConfigError(
+            f"{source}: key file {path} is over {KEY_FILE_LIMIT} characters; "
+            "it should hold only the key"
+        )
+    return _checked_key(key.strip(), f"{source} ({path})")
 
 
 def _checked_key(key: str, source: str) -> Value:
