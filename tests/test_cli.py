@@ -216,3 +216,106 @@ def test_flush_sends_the_report_a_stopped_cronlog_kept_in_its_marker(
     assert request.headers["Idempotency-Key"] == "run-9"
     assert request.json == BODY
     assert list((state_dir / "inflight" / "graphiti-sync").iterdir()) == []
+
+
+def test_test_post_sends_what_its_flags_say(ingest_server, capsys, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+
+    status = run_cli(["test-post", "--task-id", "nightly-backup",
+                      "--title", "Nightly backup", "--status", "failed",
+                      "--duration-ms", "42", "--notes", "from the flags"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert status == exits.OK
+    [request] = ingest_server.received
+    assert request.path == "/api/scheduled-tasks/ingest"
+    assert request.headers["X-API-Key"] == KEY
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.json == {
+        "task_id": "nightly-backup",
+        "task_title": "Nightly backup",
+        "status": "failed",
+        "duration_ms": 42,
+        "notes": "from the flags",
+    }
+    answer = json.loads(captured.out)  # the dashboard's own answer, printed
+    assert answer["success"] is True
+    assert answer["data"]["task_id"] == "nightly-backup"
+    assert KEY not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("run_status", ["success", "failed", "running"])
+def test_test_post_sends_each_status(ingest_server, capsys, monkeypatch, run_status):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+
+    assert run_cli(["test-post", "--status", run_status]) == exits.OK
+
+    assert [body["status"] for body in ingest_server.bodies] == [run_status]
+
+
+def test_test_post_rejects_a_status_the_dashboard_does_not_know(
+    ingest_server, capsys, monkeypatch
+):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+
+    status = run_cli(["test-post", "--status", "ok"])
+
+    err = capsys.readouterr().err
+    assert status == exits.USAGE
+    assert err.startswith("cronlog: error: ") and err.count("\n") == 1
+    assert ingest_server.received == []
+
+
+def test_test_post_quotes_a_400_and_exits_1(ingest_server, capsys, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    error = "Missing required fields: task_title"
+    ingest_server.answer(400, {"success": False, "error": error})
+
+    status = run_cli(["test-post"])
+
+    captured = capsys.readouterr()
+    assert status == exits.FAILURE
+    assert captured.out == ""
+    assert captured.err.startswith("cronlog: error: ") and captured.err.count("\n") == 1
+    assert "HTTP 400" in captured.err and error in captured.err
+    assert KEY not in captured.err
+    assert len(ingest_server.received) == 1  # a refused report is not retried
+
+
+def _history(capsys, *args):
+    """`cronlog history ARGS --json`'s runs as (task_id, notes), newest first."""
+    assert run_cli(["history", *args, "--json"]) == exits.OK
+    return [(r["task_id"], r["notes"]) for r in json.loads(capsys.readouterr().out)]
+
+
+def test_history_filters_by_task_and_limits(run_cronlog, capsys):
+    # Recorded in the local store: no dashboard is configured.
+    recorded = [("sync-price-grid", "exit 0"), ("graphiti-sync", "exit 1"),
+                ("sync-price-grid", "exit 2"), ("sync-price-grid", "exit 3"),
+                ("graphiti-sync", "exit 4")]  # fmt: skip
+    for task_id, job in recorded:
+        result = run_cronlog("run", "--task-id", task_id, "--", "sh", "-c", job)
+        assert result.returncode == int(job.split()[1]), result.stderr
+
+    assert _history(capsys, "--task-id", "sync-price-grid", "--limit", "2") == [
+        ("sync-price-grid", "exit 3"),
+        ("sync-price-grid", "exit 2"),
+    ]
+    assert _history(capsys, "--task-id", "sync-price-grid") == [
+        ("sync-price-grid", "exit 3"),
+        ("sync-price-grid", "exit 2"),
+        ("sync-price-grid", None),  # the success: no notes
+    ]
+    assert _history(capsys, "--limit", "3") == [
+        ("graphiti-sync", "exit 4"),
+        ("sync-price-grid", "exit 3"),
+        ("sync-price-grid", "exit 2"),
+    ]
+    assert _history(capsys, "--task-id", "no-such-task") == []
+
+    assert run_cli(["history", "--task-id", "graphiti-sync", "--limit", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len([line for line in table if "graphiti-sync" in line]) == 1
+    assert not [line for line in table if "sync-price-grid" in line]
