@@ -158,6 +158,33 @@ def test_it_reports_a_file_the_kernel_cannot_run(tmp_path):
     assert outcome.exit_status == exits.NOT_EXECUTABLE
 
 
+def test_an_executable_script_without_a_shebang_runs_with_sh(
+    tmp_path, capfdbinary, monkeypatch
+):
+    script = tmp_path / "job"
+    script.write_text('echo "ran with $# arguments: $*"\n')
+    script.chmod(0o755)
+
+    by_path = run(Command(argv=[str(script), "a", "b"], env=ENV))
+    monkeypatch.setenv("PATH", f"{tmp_path}:{ENV['PATH']}")  # where names are found
+    by_name = run(Command(argv=["job", "c"], env=ENV))
+
+    assert (by_path.exit_status, by_name.exit_status) == (0, 0)
+    assert capfdbinary.readouterr().out == (
+        b"ran with 2 arguments: a b\nran with 1 arguments: c\n"
+    )
+
+
+def test_an_empty_command_name_is_not_found():
+    outcome = run(Command(argv=["", "arg"], env=ENV))
+
+    assert (
+        outcome.spawn_error
+        == "command not found: '' (an empty word: an unset variable?)"
+    )
+    assert outcome.exit_status == exits.NOT_FOUND
+
+
 def test_it_does_not_call_on_started_when_the_spawn_fails():
     calls = []
 

@@ -58,6 +58,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # gives them, so `job | head -1` ends the job with SIGPIPE.
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 NOT_FOUND_PREFIX = "command not found: "
+SHELL = "/bin/sh"  # what runs an executable file that has no #! line
 NO_INTERPRETER_SUFFIX = ": its interpreter (the #! line) was not found"
 
 
@@ -277,27 +278,52 @@ def _spawn(command: Command, stdout: int, stderr: int, caught: tuple[int, ...]) 
     run are reset; signals ignored on entry stay ignored; none is blocked.
     """
     argv = tuple(command.argv)
-    file_actions = [
-        (os.POSIX_SPAWN_DUP2, stdout, 1),
-        (os.POSIX_SPAWN_DUP2, stderr, 2),
-        *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in command.inherit_fds),
-    ]
-    return os.posix_spawnp(
-        argv[0],
-        argv,
-        command.env,
-        file_actions=file_actions,
-        setpgroup=0,
-        setsigmask=(),
-        setsigdef=(*RESTORED_SIGNALS, *caught),
-    )
+    if not argv[0]:  # e.g. `-- "$UNSET" arg`; posix_spawnp would raise ValueError
+        raise FileNotFoundError(errno.ENOENT, "an empty command name")
+    options: dict[str, Any] = {
+        "file_actions": [
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+            *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in command.inherit_fds),
+        ],
+        "setpgroup": 0,
+        "setsigmask": (),
+        "setsigdef": (*RESTORED_SIGNALS, *caught),
+    }
+    try:
+        return os.posix_spawnp(argv[0], argv, command.env, **options)
+    except OSError as error:
+        if error.errno != errno.ENOEXEC:
+            raise
+        script = _script_without_interpreter(argv[0])
+        if script is None:
+            raise
+
+    # No #! line: run it with sh, as execvp and the shells do, and so cron did.
+    return os.posix_spawn(SHELL, (SHELL, script, *argv[1:]), command.env, **options)
+
+
+def _script_without_interpreter(name: str) -> str | None:
+    """The path of `name` when it is text the kernel would not run (no #! line), or
+    None for a binary it cannot run (a NUL early on, as bash judges it)."""
+    import shutil
+
+    path = name if "/" in name else shutil.which(name)
+    try:
+        with open(path or name, "rb") as file:
+            start = file.read(512)
+    except OSError:
+        return None
+    return None if b"\0" in start else path
 
 
 def _spawn_failure(
     command: Command, error: OSError, wall_started: float, started: float
 ) -> Outcome:
     name = command.argv[0]
-    if error.errno == errno.ENOENT:
+    if not name:
+        reason = f"{NOT_FOUND_PREFIX}'' (an empty word: an unset variable?)"
+    elif error.errno == errno.ENOENT:
         reason = _not_found(name)
     elif isinstance(error, PermissionError):
         reason = f"permission denied: {name}"
