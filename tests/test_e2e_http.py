@@ -501,22 +501,19 @@ def test_a_slow_answer_is_a_curl_timeout(dashboard, run_cronlog, base):
     assert dashboard.bodies[0]["notes"].startswith("curl exit 28: timed out")
 
 
-def test_a_slow_answer_is_a_request_timeout(dashboard, run_cronlog, base):
+@pytest.mark.parametrize("limit", ["--request-timeout", "--timeout"])
+def test_a_slow_answer_is_a_request_timeout(dashboard, run_cronlog, base, limit):
     result = run_cronlog(
-        "run",
-        "--task-id",
-        "tradein-auto-submit",
-        "--request-timeout",
-        "1s",
-        "--request",
-        "GET",
-        base + "/slow",
-    )
+        "run", "--task-id", "tradein-auto-submit", limit, "1s",
+        "--request", "GET", base + "/slow",
+    )  # fmt: skip
 
     assert result.returncode == 28
     assert result.stdout == b""
     assert dashboard.bodies[0]["status"] == "failed"
-    assert "timed out" in dashboard.bodies[0]["notes"]
+    assert dashboard.bodies[0]["notes"] == (
+        f"timed out: no complete answer within 1s ({base})"
+    )
 
 
 @needs_curl

@@ -344,3 +344,14 @@ def test_on_started_runs_once_before_the_request():
 
     assert seen == ["started", "sent"]
     assert route.call_count == 1
+
+
+def test_cronlogs_own_key_is_named_as_withheld_not_as_unset():
+    with pytest.raises(UsageError, match="CRONLOG_API_KEY is cronlog's own") as refused:
+        expand_headers(
+            ["X-API-Key: ${CRONLOG_API_KEY}"],
+            {"CRONLOG_API_KEY": "k-dashboard-0001"},
+            withheld=("CRONLOG_API_KEY",),
+        )
+
+    assert "k-dashboard-0001" not in str(refused.value)

@@ -25,7 +25,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -88,11 +88,12 @@ class _TransferFailed(Exception):
 
 
 def expand_headers(
-    headers: Iterable[str], env: Mapping[str, str]
+    headers: Iterable[str], env: Mapping[str, str], withheld: Collection[str] = ()
 ) -> list[tuple[str, str]]:
     """`Name: value` pairs, `${NAME}` in values read from `env`; raises UsageError.
 
-    Messages name the header and the variable, never a value, which may be a key.
+    `withheld` names variables that are set but never given to a job. Messages name
+    the header and the variable, never a value, which may be a key.
     """
     expanded = []
     for number, header in enumerate(headers, start=1):
@@ -103,7 +104,7 @@ def expand_headers(
                 "(e.g. --header 'X-API-Key: ${CHATKIT_API_KEY}')"
             )
 
-        value = _expand(value, name, env).strip()
+        value = _expand(value, name, env, withheld).strip()
         if any(character in value for character in "\r\n\0"):
             raise UsageError(f"--header {name}: the value holds a line break")
         expanded.append((name, value))
@@ -167,11 +168,19 @@ def perform(
     )
 
 
-def _expand(value: str, header: str, env: Mapping[str, str]) -> str:
+def _expand(
+    value: str, header: str, env: Mapping[str, str], withheld: Collection[str]
+) -> str:
     def lookup(match: re.Match[str]) -> str:
         variable = match.group(1)
         if not _VARIABLE_NAME.fullmatch(variable):
             raise UsageError(f"--header {header}: ${{{variable}}} is not a variable")
+        if variable in withheld:
+            raise UsageError(
+                f"--header {header}: {variable} is cronlog's own dashboard key, "
+                "which jobs never see; put the key this request needs in another "
+                "variable"
+            )
         if variable not in env:
             raise UsageError(
                 f"--header {header}: the environment variable {variable} is not set"

@@ -87,7 +87,8 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
     if options.request is not None:
         from cronlog import http_job
 
-        http_job.expand_headers(options.headers, env)  # refuse a bad header up front
+        # Refuse a bad header before the job, as the request itself would.
+        http_job.expand_headers(options.headers, env, withheld=HIDDEN_VARIABLES)
         secrets += http_job.referenced_values(options.headers, env)
 
     base = {
@@ -339,13 +340,17 @@ def _perform_request(
 
     assert options.request is not None
     method, url = options.request
+    # --timeout bounds the whole job, and here the request is the job.
+    limit = options.request_timeout or MAX_SECONDS  # 0: no limit, as with curl
+    if options.timeout:
+        limit = min(limit, options.timeout)
     request = http_job.HttpRequest(
         method=method,
         url=url,
         headers=options.headers,
         data=options.data,
         json_body=options.json_body,
-        timeout=options.request_timeout or MAX_SECONDS,  # 0: no limit, as with curl
+        timeout=limit,
         follow_redirects=options.location,
         ok_statuses=options.ok_status or DEFAULT_OK_STATUSES,
         tail_bytes=OUTPUT_TAIL_BYTES,

@@ -118,7 +118,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         ("--timeout",),
         "timeout",
-        "Kill the job after this long (90s, 5m, 1h); exit 124.",
+        "Kill the job after this long (90s, 5m, 1h); exit 124. With --request it "
+        "limits the request, as --request-timeout does (exit 28).",
         metavar="DURATION",
         convert=parse_duration,
     ),
