@@ -66,6 +66,21 @@ def test_long_output_keeps_its_end_and_says_how_much_was_cut():
     assert marker == f"[… {100 + len(dropped.encode()):,} bytes of earlier output cut]"
 
 
+def test_newlines_at_the_start_of_the_kept_output_count_as_cut():
+    text = notes.build("exit 1", "\n\n" + "x" * 200, earlier_bytes=1000, limit=250)
+
+    # 243 characters of room after "exit 1\n", 100 of them for the marker: 143 kept
+    assert text == "exit 1\n[… 1,059 bytes of earlier output cut]\n" + "x" * 143
+
+
+def test_a_long_user_note_leaves_room_for_the_reason():
+    text = notes.build("exit 1", "the tail", extra="n" * 5000, limit=4000)
+
+    assert len(text) <= 4000
+    assert "\nexit 1\n" in text
+    assert text.endswith("the tail")
+
+
 def test_a_reason_line_is_redacted_too():
     assert notes.build("command not found: key-abcdef", secrets=["key-abcdef"]) == (
         "command not found: [redacted]"

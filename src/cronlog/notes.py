@@ -69,8 +69,12 @@ def build(
     `separator` goes between the reason and the output (`HTTP 500: <body>`). Nothing
     is returned when there is nothing to say.
     """
+    if extra and len(extra) > limit // 2:
+        extra = _fit(extra, limit // 2)  # a long --notes must leave room for the reason
     head = [redact(line, secrets) for line in (extra, reason) if line]
-    output = output.strip("\n")
+    trimmed = output.lstrip("\n")
+    leading_newlines = len(output) - len(trimmed)  # part of what is cut, if any is
+    output = trimmed.rstrip("\n")
     if not output:
         return _fit("\n".join(head), limit) or None
 
@@ -84,7 +88,8 @@ def build(
             return _fit(prefix, limit)
         kept = output[-(room - MARKER_ROOM) :]
         dropped = output[: len(output) - len(kept)]
-        output = _marker(earlier_bytes + len(dropped.encode())) + kept
+        cut = earlier_bytes + leading_newlines + len(dropped.encode())
+        output = _marker(cut) + kept
     return f"{prefix}{separator}{output}" if prefix else output
 
 
