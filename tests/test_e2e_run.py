@@ -207,10 +207,9 @@ def test_a_megabyte_of_output_passes_through_whole_and_the_notes_keep_its_end(
     # The tail kept is the output's own end, whole lines and all, less its last "\n".
     assert len(tail) > NOTES_LIMIT - 200
     assert result.stdout.decode().endswith(tail + "\n")
-    # The marker counts what came before the tail. Within one byte: a captured tail
-    # that begins with "\n" loses it uncounted (reported as a bug, not fixed here).
+    # The marker counts exactly what came before the tail.
     before_tail = len(result.stdout) - len(tail) - 1
-    assert 0 <= before_tail - int(marker.group(1).replace(",", "")) <= 1
+    assert int(marker.group(1).replace(",", "")) == before_tail
     assert_report(request, status="failed", notes=notes)
 
 
