@@ -520,3 +520,16 @@ def test_the_state_directory_is_private(run_cronlog, tmp_path):
 
     state = Path(tmp_path / "state" / "cronlog")
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("given", [{}, {"LC_CTYPE": "C"}, {"LC_CTYPE": "C.UTF-8"}])
+def test_the_job_gets_the_locale_variables_cron_gave(run_cronlog, tmp_path, given):
+    # Under the C locale Python sets LC_CTYPE=C.UTF-8 for itself (PEP 538).
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", **given}
+    env["CRONLOG_STATE_DIR"] = str(tmp_path / "state")
+
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", "env", env=env)
+
+    assert result.returncode == 0
+    job_sees = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
+    assert job_sees.get("LC_CTYPE") == given.get("LC_CTYPE")

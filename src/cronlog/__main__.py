@@ -33,8 +33,30 @@ def _reopen_closed_standard_fds() -> None:
             setattr(sys, name, stream)
 
 
+def _undo_locale_coercion() -> None:
+    """Give LC_CTYPE back the value cronlog was started with.
+
+    Started under the C locale, as cron often starts it, Python sets LC_CTYPE=C.UTF-8
+    in its own environment (PEP 538), which the job would inherit. /proc/self/environ
+    still holds the environment as it was at exec.
+    """
+    if os.environ.get("LC_CTYPE") not in ("C.UTF-8", "C.utf8", "UTF-8"):
+        return
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            launched = file.read().split(b"\0")
+    except OSError:
+        return  # not Linux: leave it
+    for entry in launched:
+        if entry.startswith(b"LC_CTYPE="):
+            os.environ["LC_CTYPE"] = os.fsdecode(entry[len(b"LC_CTYPE=") :])
+            return
+    del os.environ["LC_CTYPE"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     _reopen_closed_standard_fds()
+    _undo_locale_coercion()
     from cronlog.errors import run_with_boundary
     from cronlog.run_options import parse
 
