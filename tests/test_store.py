@@ -188,6 +188,17 @@ def test_a_missing_directory_is_an_error_naming_the_path_and_is_not_made(
     assert not (tmp_path / "absent").exists()
 
 
+def test_a_directory_as_the_sqlite_location_is_an_error_saying_so(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(StateError) as raised:
+        open_store(tmp_path)
+
+    assert str(raised.value) == (
+        f"cannot use the store {tmp_path}: it is a directory, not a SQLite file"
+    )
+
+
 def test_the_sqlite_file_and_its_companions_are_private(tmp_path: Path) -> None:
     location = tmp_path / "runs.db"
     previous = os.umask(0o022)  # the usual umask, which would give 0644
@@ -223,6 +234,7 @@ def test_an_unreachable_postgres_server_raises_state_error() -> None:
         open_store(url)
 
     assert "s3cret-pw" not in str(raised.value)
+    assert "\n" not in str(raised.value)  # libpq's hint lines joined into one
 
 
 WRITER = textwrap.dedent(

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from cronlog import __version__, config, delivery, exits, jobs, tasks
-from cronlog.errors import CronlogError, UsageError, run_with_boundary
+from cronlog.errors import CronlogError, StateError, UsageError, run_with_boundary
 from cronlog.run_options import RUN_OPTIONS, RunOptions
 
 TEST_POST_DEADLINE = 10.0
@@ -437,13 +437,18 @@ def serve_command(
 
     from cronlog.server import serve
 
-    serve(
-        host=host,
-        port=port,
-        db=location,
-        api_key=settings.api_key.value,
-        tasks=list(known.values()),
-    )
+    try:
+        serve(
+            host=host,
+            port=port,
+            db=location,
+            api_key=settings.api_key.value,
+            tasks=list(known.values()),
+        )
+    except StateError as error:  # raised only while the store is opened
+        if db is None:
+            raise  # the state directory's own store: exit 125, as for other commands
+        raise UsageError(f"Invalid value for '--db': {error}") from None
 
 
 def _flags(values: dict[str, Any]) -> dict[str, Any]:

@@ -204,6 +204,10 @@ class SqliteStore:
                 f"cannot use the store {path}: the directory {path.parent} does not "
                 "exist; create it first"
             )
+        if path.is_dir():
+            raise StateError(
+                f"cannot use the store {path}: it is a directory, not a SQLite file"
+            )
 
         with self._errors():
             _create_private(path)
@@ -321,12 +325,12 @@ class PostgresStore:
                     connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
                 )
             except self._psycopg.Error as error:
-                raise StateError(f"cannot use the PostgreSQL store: {error}") from error
+                raise _postgres_error(error) from error
 
         try:
             yield connection
         except self._psycopg.Error as error:
-            raise StateError(f"cannot use the PostgreSQL store: {error}") from error
+            raise _postgres_error(error) from error
         finally:
             self._release(connection)
 
@@ -391,6 +395,13 @@ class PostgresStore:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _postgres_error(error: Exception) -> StateError:
+    # libpq adds hints on further lines; cronlog says one line per error.
+    return StateError(
+        f"cannot use the PostgreSQL store: {' '.join(str(error).split())}"
+    )
 
 
 def _newest_first(conditions: str, mark: str) -> str:
