@@ -261,6 +261,23 @@ def test_a_401_names_chatkit_api_key_and_not_the_key(reporter, report):
 
 
 @respx.mock
+def test_a_redirect_to_plain_http_is_not_offered_as_the_fix(reporter, report):
+    downgrade = "http://dash.example.test/api/scheduled-tasks/ingest"
+    respx.post(URL).mock(
+        return_value=httpx.Response(301, headers={"Location": downgrade})
+    )
+
+    with pytest.raises(DeliveryFailed) as caught:
+        reporter.send(report)
+
+    assert str(caught.value) == (
+        f"{URL} redirects (HTTP 301) to plain http, {downgrade}; cronlog follows no "
+        "redirect and sends no key without TLS: ask what the dashboard's https "
+        "address is"
+    )
+
+
+@respx.mock
 def test_it_does_not_follow_a_redirect_and_names_the_location(reporter, report):
     new_url = "https://trade.example.test/api/scheduled-tasks/ingest"
     respx.post(URL).mock(

@@ -147,6 +147,13 @@ def test_it_reports_a_file_that_is_not_executable(tmp_path):
     assert outcome.exit_status == exits.NOT_EXECUTABLE
 
 
+def test_it_says_a_directory_is_a_directory(tmp_path):
+    outcome = run(Command(argv=[str(tmp_path)], env=ENV))
+
+    assert outcome.spawn_error == f"cannot run {tmp_path}: it is a directory"
+    assert outcome.exit_status == exits.NOT_EXECUTABLE
+
+
 def test_it_reports_a_file_the_kernel_cannot_run(tmp_path):
     binary = tmp_path / "job"
     binary.write_bytes(b"\x7fELF\x00garbage")

@@ -258,6 +258,12 @@ class Reporter:
                 f"{url} redirects (HTTP {status}) to {location}; cronlog does not "
                 f"follow redirects, so set the dashboard URL to {base}"
             )
+            if location.startswith("http://") and url.startswith("https://"):
+                message = (
+                    f"{url} redirects (HTTP {status}) to plain http, {location}; "
+                    "cronlog follows no redirect and sends no key without TLS: "
+                    "ask what the dashboard's https address is"
+                )
         elif status == 401 and self.target.api_key:
             message = (
                 f"the dashboard at {url} refused the API key (HTTP 401): it must match "

@@ -325,6 +325,8 @@ def _spawn_failure(
         reason = f"{NOT_FOUND_PREFIX}'' (an empty word: an unset variable?)"
     elif error.errno == errno.ENOENT:
         reason = _not_found(name)
+    elif isinstance(error, PermissionError) and os.path.isdir(name):
+        reason = f"cannot run {name}: it is a directory"
     elif isinstance(error, PermissionError):
         reason = f"permission denied: {name}"
     else:
