@@ -206,6 +206,25 @@ def test_a_dashboard_that_never_answers_holds_the_job_back_at_most_a_second(
     assert [e.run_id for e in outbox_of(state_dir).pending()] == [sending.run_id]
 
 
+def test_a_dashboard_that_refuses_releases_the_job_after_the_first_try(
+    closed_port_url, state_dir, monkeypatch
+):
+    monkeypatch.setattr(delivery, "REPORT_START_DEADLINE", 1.5)  # to end it sooner
+    sending = Delivery(
+        settings_for(closed_port_url, report_timeout="2s"), state_dir, dry_run=False
+    )
+
+    sending.start(running={**FIELDS, "status": "running"})
+    sending.wait_for_start_report()
+
+    # Released by the refused first try, not by the one-second cap: the retries of
+    # the start report are still going.
+    assert sending._start_reported is not None and sending._start_reported.is_set()
+    assert sending._thread is not None and sending._thread.is_alive()
+    sending.finish(FIELDS)
+    assert [e.run_id for e in outbox_of(state_dir).pending()] == [sending.run_id]
+
+
 def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
     ingest_server, state_dir, tmp_path
 ):

@@ -168,8 +168,15 @@ class Delivery:
             from cronlog.reporter import Report
 
             deadline = min(REPORT_START_DEADLINE, self.settings.report_timeout.value)
+            # A dashboard that refused or failed the first try holds the job no longer;
+            # the retries go on while it runs.
+            started = self._start_reported
             try:
-                self._reporter.send(Report(run_id, body), deadline=deadline)
+                self._reporter.send(
+                    Report(run_id, body),
+                    deadline=deadline,
+                    after_first_try=started.set if started is not None else None,
+                )
             except CronlogError as error:
                 log.info("the start of the run was not reported: %s", error)
 

@@ -147,8 +147,15 @@ class Reporter:
                 self._client.close()
                 self._client = None
 
-    def send(self, report: Report, *, deadline: float | None = None) -> Receipt:
-        """Deliver `report`, retrying transient failures for `deadline` seconds."""
+    def send(
+        self,
+        report: Report,
+        *,
+        deadline: float | None = None,
+        after_first_try: Callable[[], None] | None = None,
+    ) -> Receipt:
+        """Deliver `report`, retrying transient failures for `deadline` seconds;
+        `after_first_try` is called once the first attempt has its outcome."""
         client = self._get_client()
         payload = report.payload()
         headers = self._headers(report)
@@ -183,6 +190,8 @@ class Reporter:
                     raise failure
                 retry_after = _parse_retry_after(response.headers.get("Retry-After"))
 
+            if attempt == 1 and after_first_try is not None:
+                after_first_try()
             pause = self._pause(attempt, retry_after)
             if attempt == MAX_ATTEMPTS or self._clock() + pause >= give_up_at:
                 break
