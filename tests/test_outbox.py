@@ -15,13 +15,15 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 import cronlog
-from cronlog.outbox import Outbox, flush
+from cronlog import locks
+from cronlog.outbox import KEPT_REASON, Outbox, flush, kept_by_stopped_runs
 from cronlog.reporter import Report, Reporter, Target
 
 KEY = "outbox-test-key"
@@ -170,6 +172,92 @@ def test_a_corrupt_file_is_moved_to_rejected_with_a_warning(outbox, caplog):
     assert corrupt.name in caplog.text
     assert [entry.path for entry in outbox.rejected()] == [kept]
     assert outbox.rejected()[0].reason.startswith("unreadable")
+
+
+def test_waiting_lists_a_corrupt_file_with_its_reason_and_leaves_it(outbox, caplog):
+    good = queue(outbox, 1)
+    corrupt = outbox.directory / f"{time.time_ns():020d}-{uuid.uuid4()}.json"
+    corrupt.write_bytes(b'{"ru')
+
+    with caplog.at_level(logging.DEBUG, logger="cronlog"):
+        entries = outbox.waiting()
+
+    assert [entry.run_id for entry in entries] == [*good, corrupt.stem.split("-", 1)[1]]
+    assert [entry.readable for entry in entries] == [True, False]
+    assert entries[1].path == corrupt
+    assert entries[1].reason.startswith("unreadable: Unterminated string")
+    assert corrupt.read_bytes() == b'{"ru'
+    assert not outbox.rejected_directory.exists()
+    assert caplog.text == ""
+
+
+def test_listing_leaves_a_stale_tmp_file_for_flush_to_remove(outbox):
+    queue(outbox, 1)
+    stale = outbox.directory / ".00000000000000000001-x.json.9.tmp"
+    stale.write_bytes(b"{")
+    os.utime(stale, (time.time() - 3700, time.time() - 3700))
+
+    outbox.waiting()
+    outbox.rejected()
+    len(outbox)
+
+    assert stale.exists()
+
+
+def test_an_unreadable_rejected_file_is_not_queued_again(outbox):
+    outbox.rejected_directory.mkdir(parents=True)
+    unreadable = outbox.rejected_directory / f"{time.time_ns():020d}-x.json"
+    unreadable.write_bytes(b"[]")
+
+    assert outbox.retry_rejected() == 0
+    assert unreadable.exists() and len(outbox) == 0
+
+
+def test_a_report_kept_by_a_stopped_cronlog_is_listed_and_left_for_flush(tmp_path):
+    body = _report(7).body
+    marker = _dead_marker(tmp_path, "tradein-auto-submit", "run-7", {"report": body})
+    kept_at = datetime(2026, 1, 4, 2, 0, 5, tzinfo=UTC).timestamp()
+    os.utime(marker, (kept_at, kept_at))
+
+    [entry] = kept_by_stopped_runs(tmp_path)
+
+    assert (entry.path, entry.run_id, entry.body) == (marker, "run-7", body)
+    assert entry.reason == KEPT_REASON
+    assert entry.queued_at == "2026-01-04T02:00:05.000Z"
+    [again] = locks.finished_reports(str(tmp_path))  # still there, and not held
+    again.release()
+
+
+def test_kept_reports_come_oldest_first_across_tasks(tmp_path):
+    now = time.time()
+    for age, task_id in ((10, "a-newer"), (20, "b-older")):
+        marker = _dead_marker(tmp_path, task_id, task_id, {"report": {}})
+        os.utime(marker, (now - age, now - age))
+
+    entries = kept_by_stopped_runs(tmp_path)
+
+    assert [entry.run_id for entry in entries] == ["b-older", "a-newer"]
+
+
+def test_a_marker_without_a_report_is_not_listed_as_kept(tmp_path):
+    _dead_marker(tmp_path, "tradein-auto-submit", "run-1", {})
+
+    assert kept_by_stopped_runs(tmp_path) == []
+
+
+def test_a_report_whose_cronlog_is_alive_is_not_listed_as_kept(tmp_path):
+    # flock locks belong to the open file, so this process's marker is held against
+    # the listing's own open of it, as another live cronlog's would be.
+    live = locks.RunMarker(str(tmp_path), "tradein-auto-submit", "run-1", "x")
+    live.keep_report(_report(1).body)
+    try:
+        assert kept_by_stopped_runs(tmp_path) == []
+    finally:
+        live.remove()
+
+
+def test_no_inflight_directory_means_nothing_kept(tmp_path):
+    assert kept_by_stopped_runs(tmp_path / "never-used") == []
 
 
 def test_a_rejected_report_is_kept_with_its_reason(outbox):
@@ -398,6 +486,15 @@ def _report(number: int) -> Report:
         "notes": f"run {number}",
     }
     return Report(str(uuid.uuid4()), body)
+
+
+def _dead_marker(state_dir: Path, task_id: str, run_id: str, extra: dict) -> Path:
+    """A run marker as a killed cronlog leaves it: written, and locked by nobody."""
+    directory = state_dir / locks.INFLIGHT_DIR / task_id
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f"{run_id}.json"
+    marker.write_text(json.dumps({"run_id": run_id, "started_at": "x", **extra}))
+    return marker
 
 
 def _put_one(directory: Path, number: int, start) -> None:

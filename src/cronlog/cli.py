@@ -335,12 +335,25 @@ def flush_command(**values: Any) -> None:
 @app.command("outbox")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def outbox_command(as_json: bool) -> None:
-    """List the reports waiting for the dashboard, and those it refused for good."""
-    from cronlog.outbox import Outbox
+    """List the reports waiting for the dashboard, and those it refused for good.
 
+    \b
+      cronlog outbox --json | jq '.[] | select(.state == "rejected") | .reason'
+
+    A report kept by a cronlog stopped while delivering it is listed as kept, in its
+    run marker; `cronlog flush`, or the task's next run, sends it. Listing changes
+    nothing: an unreadable file is shown with the reason, and flush moves it aside.
+    """
+    from collections import Counter
+
+    from cronlog.outbox import Outbox, kept_by_stopped_runs
+
+    _configure(0)
     settings = config.resolve({}, os.environ)
-    outbox = Outbox(Path(jobs.state_dir_or_fail(settings), delivery.OUTBOX_DIR))
-    entries = [("waiting", e) for e in outbox.pending()]
+    state_dir = Path(jobs.state_dir_or_fail(settings))
+    outbox = Outbox(state_dir / delivery.OUTBOX_DIR)
+    entries = [("waiting" if e.readable else "unreadable", e) for e in outbox.waiting()]
+    entries += [("kept", e) for e in kept_by_stopped_runs(state_dir)]
     entries += [("rejected", e) for e in outbox.rejected()]
 
     rows = [
@@ -351,13 +364,14 @@ def outbox_command(as_json: bool) -> None:
             "task_id": entry.body.get("task_id"),
             "status": entry.body.get("status"),
             "reason": entry.reason,
+            "path": str(entry.path),
         }
         for state, entry in entries
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    headers = ["STATE", "QUEUED", "TASK", "STATUS", "RUN ID"]
+    headers = ["STATE", "QUEUED", "TASK", "STATUS", "RUN ID", "REASON"]
     table = [
         [
             r["state"],
@@ -365,10 +379,17 @@ def outbox_command(as_json: bool) -> None:
             r["task_id"],
             r["status"],
             r["run_id"],
+            r["reason"],
         ]
         for r in rows
     ]
     _print_table(headers, table)
+
+    count = Counter(state for state, _entry in entries)
+    kept = f" ({count['kept']} kept by a stopped cronlog)" if count["kept"] else ""
+    unreadable = f", {count['unreadable']} unreadable" if count["unreadable"] else ""
+    waiting = _reports(count["waiting"] + count["kept"])
+    _warn(f"{waiting} waiting{kept}, {count['rejected']} rejected{unreadable}")
 
 
 @app.command("config")

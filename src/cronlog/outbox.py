@@ -7,7 +7,8 @@ at once, or one killed mid-write, leave no half-written report. `flush` claims e
 with an exclusive `flock` while sending it and removes it only once the dashboard has
 accepted it: a flusher killed at any point loses nothing, and the re-send carries the
 same Idempotency-Key. Reports the dashboard refuses for good go to `rejected/`, kept
-for a person to read.
+for a person to read. Listing (`waiting`, `rejected`, `kept_by_stopped_runs`) changes
+nothing, so `cronlog outbox` can be run at any time; only `flush` tidies.
 """
 
 from __future__ import annotations
@@ -25,18 +26,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cronlog import locks
 from cronlog.reporter import DeliveryFailed, Report, Reporter
 
 log = logging.getLogger(__name__)
 
 REJECTED_DIR = "rejected"
+KEPT_REASON = "kept by a cronlog stopped while delivering it"
 STALE_TMP_AGE = 3600.0  # seconds; a younger tmp file may belong to a live writer
 _RUN_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One queued (or rejected) report and the file that holds it."""
+    """One queued (or rejected) report and the file that holds it.
+
+    A file that cannot be read is an entry too, not `readable`, with the error as its
+    `reason`, so a listing can show it where it lies.
+    """
 
     path: Path
     run_id: str
@@ -44,6 +51,7 @@ class Entry:
     queued_at: str
     attempts: int = 0
     reason: str | None = None
+    readable: bool = True
 
     @property
     def report(self) -> Report:
@@ -86,9 +94,10 @@ class Outbox:
         return path
 
     def pending(self) -> list[Entry]:
-        """Queued reports, oldest first; unreadable files are moved to `rejected/`."""
+        """Queued reports to deliver, oldest first; unreadable files are moved to
+        `rejected/` and stale tmp files removed."""
         entries = []
-        for path in self._listing(self.directory):
+        for path in self._listing(self.directory, tidy=True):
             try:
                 entries.append(_read_entry(path))
             except FileNotFoundError:
@@ -129,8 +138,8 @@ class Outbox:
         in their original order; returns how many."""
         requeued = 0
         for entry in self.rejected():
-            if not entry.body:
-                continue  # unreadable: left where a person can look at it
+            if not entry.readable:
+                continue  # left where a person can look at it
             record = {
                 "run_id": entry.run_id,
                 "body": entry.body,
@@ -142,20 +151,14 @@ class Outbox:
             requeued += 1
         return requeued
 
+    def waiting(self) -> list[Entry]:
+        """Queued reports, oldest first, as they are: an unreadable file is listed, not
+        moved (`flush` moves it to `rejected/`)."""
+        return _entries_as_found(self._listing(self.directory))
+
     def rejected(self) -> list[Entry]:
         """Rejected reports, oldest first; a file kept as found reads as its error."""
-        entries = []
-        for path in self._listing(self.rejected_directory):
-            try:
-                entries.append(_read_entry(path))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as error:
-                run_id = path.stem.partition("-")[2]
-                entries.append(
-                    Entry(path, run_id, {}, "", reason=f"unreadable: {error}")
-                )
-        return entries
+        return _entries_as_found(self._listing(self.rejected_directory))
 
     def note_attempt(self, entry: Entry) -> None:
         """Count a failed delivery in the file, so a person sees how long it waited."""
@@ -193,8 +196,9 @@ class Outbox:
         finally:
             os.close(fd)
 
-    def _listing(self, directory: Path) -> list[Path]:
-        """The report files in `directory` by name (time order); stale tmp files go."""
+    def _listing(self, directory: Path, *, tidy: bool = False) -> list[Path]:
+        """The report files in `directory` by name (time order); with `tidy`, tmp files
+        left by killed writers go too."""
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
@@ -204,7 +208,8 @@ class Outbox:
         for name in names:
             path = directory / name
             if name.startswith("."):
-                _remove_if_stale(path)
+                if tidy:
+                    _remove_if_stale(path)
             elif name.endswith(".json"):
                 paths.append(path)
         return paths
@@ -217,6 +222,31 @@ class Outbox:
     @staticmethod
     def _make_directory(directory: Path) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def kept_by_stopped_runs(state_dir: Path) -> list[Entry]:
+    """Finished reports still in the run markers (`inflight/`) of cronlogs stopped while
+    delivering them, oldest first; `flush`, or the task's next run, sends them.
+
+    Read in place: the markers are locked only while they are read, and one whose
+    cronlog is alive (its lock held) is not listed.
+    """
+    runs = locks.finished_reports(str(state_dir))
+    try:
+        entries = [
+            Entry(
+                Path(run.path),
+                run.run_id,
+                run.record["report"],
+                queued_at=_iso(os.path.getmtime(run.path)),  # when it was kept
+                reason=KEPT_REASON,
+            )
+            for run in runs
+        ]
+    finally:
+        for run in runs:
+            run.release()
+    return sorted(entries, key=lambda entry: entry.queued_at)
 
 
 def flush(
@@ -276,7 +306,12 @@ def flush(
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(time.time())
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _write_atomically(path: Path, record: dict[str, Any]) -> None:
@@ -319,6 +354,20 @@ def _read_entry(path: Path) -> Entry:
         attempts=attempts if isinstance(attempts, int) else 0,
         reason=record.get("reason"),
     )
+
+
+def _entries_as_found(paths: list[Path]) -> list[Entry]:
+    entries = []
+    for path in paths:
+        try:
+            entries.append(_read_entry(path))
+        except FileNotFoundError:
+            continue  # delivered, or moved aside, since the listing
+        except (OSError, ValueError) as error:
+            run_id = path.stem.partition("-")[2]
+            reason = f"unreadable: {error}"
+            entries.append(Entry(path, run_id, {}, "", reason=reason, readable=False))
+    return entries
 
 
 def _still_named(fd: int, path: Path) -> bool:
