@@ -144,6 +144,9 @@ def test_a_byte_order_mark_is_named_as_the_problem(tmp_path: Path) -> None:
         ('[tasks.x]\nschedule = "* * * * *"\n', "needs a title"),
         ('[tasks.x]\ntitle = "X"\ncolour = "red"\n', "unknown key 'colour'"),
         ('report_timeout = "soon"\n', "not a duration"),
+        ('[tasks.x]\ntitle = "X"\nschedule = "bogus cron"\n', "not a cron expression"),
+        ('[tasks.x]\ntitle = "X"\ntimezone = "Mars/Olympus"\n', "unknown timezone"),
+        ('[tasks.x]\ntitle = "X"\ntimezone = "../../etc/passwd"\n', "unknown timezone"),
     ],
 )
 def test_bad_config_values_name_the_file_and_the_key(
@@ -156,6 +159,24 @@ def test_bad_config_values_name_the_file_and_the_key(
         from cronlog import tasks
 
         tasks.registry(settings.tasks)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "timezone"),
+    [("0 10 * * 0", "Asia/Singapore"), ("@daily", "UTC"), ("*/5 * * * SUN", "Etc/UTC"),
+     ("0 0 1 1 * *", "America/New_York")],
+)  # fmt: skip
+def test_good_schedules_and_timezones_pass_the_quick_check(
+    tmp_path: Path, schedule: str, timezone: str
+) -> None:
+    write_config(
+        tmp_path,
+        f'[tasks.x]\ntitle = "X"\nschedule = "{schedule}"\ntimezone = "{timezone}"\n',
+    )
+
+    settings = config.resolve({}, env_for(tmp_path))
+
+    assert settings.tasks["x"]["timezone"] == timezone
 
 
 def test_cronlog_config_names_a_file_that_must_exist(tmp_path: Path) -> None:
