@@ -460,21 +460,17 @@ def test_a_killed_flusher_loses_nothing_and_resends_with_the_same_key(server, ou
     assert len(server.keys) - len(set(server.keys)) <= 1
 
 
-def test_1440_reports_flush_to_a_loopback_server_in_well_under_5_seconds(outbox):
+def test_a_days_1440_reports_all_flush_to_a_loopback_server_in_order(outbox):
+    """How long that takes is benchmarks/bench_flush.py's question, not this test's."""
     run_ids = queue(outbox, 1440)
 
     # The server runs in its own process: in this one it would fight the flusher for
-    # the GIL and measure that contention instead of cronlog.
+    # the GIL.
     with _server_in_child() as (url, received), Reporter(Target(url, KEY)) as reporter:
-        reporter.warm_up()
-        started = time.perf_counter()
         result = flush(reporter, outbox, budget=None, per_report_deadline=5)
-        elapsed = time.perf_counter() - started
 
-    print(f"flushed 1440 reports in {elapsed:.2f}s")
-    assert result.delivered == 1440
+    assert (result.delivered, result.remaining) == (1440, 0)
     assert received == run_ids
-    assert elapsed < 5
 
 
 def _report(number: int) -> Report:
