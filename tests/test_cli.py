@@ -319,3 +319,34 @@ def test_history_filters_by_task_and_limits(run_cronlog, capsys):
     table = capsys.readouterr().out.splitlines()
     assert len([line for line in table if "graphiti-sync" in line]) == 1
     assert not [line for line in table if "sync-price-grid" in line]
+
+
+def test_history_of_a_mistyped_task_suggests_the_known_one(capsys):
+    assert run_cli(["history", "--task-id", "sync-price-grd"]) == exits.OK
+
+    assert capsys.readouterr().err == (
+        "cronlog: no runs of 'sync-price-grd' in the local store "
+        "(did you mean 'sync-price-grid'?)\n"
+    )
+
+
+def test_test_post_of_a_known_task_takes_its_title(ingest_server, capsys, monkeypatch):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+
+    assert run_cli(["test-post", "--task-id", "sync-price-grid"]) == exits.OK
+
+    [request] = ingest_server.received
+    assert request.json["task_title"] == "Sync price grid"
+
+
+def test_test_post_refuses_a_mistyped_task_before_sending(
+    ingest_server, capsys, monkeypatch
+):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+
+    assert run_cli(["test-post", "--task-id", "sync-price-grd"]) == exits.USAGE
+
+    assert "did you mean 'sync-price-grid'?" in capsys.readouterr().err
+    assert ingest_server.received == []

@@ -22,6 +22,7 @@ from cronlog.errors import CronlogError, StateError, UsageError, run_with_bounda
 from cronlog.run_options import RUN_OPTIONS, RunOptions
 
 TEST_POST_DEADLINE = 10.0
+TEST_TASK_ID, TEST_TASK_TITLE = "test-task", "Test Task"  # the guide's manual test
 WRAPPING_COLUMNS = {"TITLE", "NOTES", "VALUE", "SOURCE"}
 UNBROKEN_COLUMNS = {"ID", "TASK", "SCHEDULE", "STATUS", "RUN ID"}
 STATUS_STYLES = {
@@ -82,8 +83,10 @@ def _with_run_options(function: Callable[..., Any]) -> Callable[..., Any]:
 @app.command(
     "run",
     context_settings={"allow_interspersed_args": False},
-    epilog="Exit status: the job's own; 124 timed out; 126 not executable; 127 not "
-    "found; 128+N killed by signal N; 75 skipped (--no-overlap); 2 bad line or config.",
+    epilog="Exit status: the job's own; 22 an HTTP status --ok-status does not accept; "
+    "6, 7, 28, 35, 60 curl's numbers for a --request that failed; 124 timed out; 126 "
+    "not executable; 127 not found; 128+N killed by signal N; 75 skipped "
+    "(--no-overlap); 2 bad line or config; 125 cronlog itself failed.",
 )
 @_with_run_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -164,8 +167,11 @@ def list_tasks(as_json: bool) -> None:
 @click.option("--api-key-file", help="Read the API key from this file.", metavar="PATH")
 @click.option("--ca-bundle", help="CA certificates to trust.", metavar="PATH")
 @click.option("--allow-http", is_flag=True, help="Allow plain http:// to another host.")
-@click.option("--task-id", default="test-task", show_default=True)
-@click.option("--title", default="Test Task", show_default=True)
+@click.option("--task-id", default=TEST_TASK_ID, show_default=True)
+@click.option(
+    "--title",
+    help="[default: the known task's title; Test Task for test-task]",
+)
 @click.option(
     "--status",
     type=click.Choice(["success", "failed", "running"]),
@@ -191,9 +197,13 @@ def test_post(**values: Any) -> None:
     settings = config.resolve(_flags(values), os.environ)
     for warning in settings.warnings:
         _warn(warning)
+    title = values["title"]
+    if title is None and values["task_id"] == TEST_TASK_ID:
+        title = TEST_TASK_TITLE
+    known = tasks.registry(settings.tasks)
     fields = {
         "task_id": values["task_id"],
-        "task_title": values["title"],
+        "task_title": tasks.title_for(values["task_id"], title, known),
         "status": values["status"],
         "duration_ms": values["duration_ms"],
         "notes": values["notes"],
@@ -261,7 +271,10 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
     if settings.ingest_url:
         _warn(f"no runs in the local store: runs are reported to {settings.ingest_url}")
     elif task_id:
-        _warn(f"no runs of {task_id!r} in the local store")
+        known = tasks.registry(settings.tasks)
+        close = None if task_id in known else tasks.suggest(task_id, known)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        _warn(f"no runs of {task_id!r} in the local store{hint}")
     else:
         _warn(
             "no runs recorded yet; try: cronlog run --task-id sync-price-grid -- true"
