@@ -189,7 +189,16 @@ class _Bookkeeping:
         try:
             self.delivery.finish(body, lost=lost)
         except Exception as error:  # the job has run: its exit status stands
-            log.warning("internal error while reporting: %r", error)
+            if self.marker is None:
+                log.warning("internal error while reporting: %r", error)
+                return
+            log.warning(
+                "internal error while reporting: %r; the report stays in the run's "
+                "marker, for the next run or `cronlog flush` to send",
+                error,
+            )
+            self.marker.leave()
+            self.marker = None
             return
         for run in self.lost:
             run.resolve()

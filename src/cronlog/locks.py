@@ -137,6 +137,11 @@ class RunMarker:
         _remove(self.path)
         os.close(self._fd)
 
+    def leave(self) -> None:
+        """Let go of the marker but leave it, with its report, for the next run or
+        `cronlog flush` to deliver, as if this cronlog had been stopped."""
+        os.close(self._fd)
+
 
 class AbandonedRun:
     """A dead run's marker, locked by this process until `resolve` deletes it."""
