@@ -663,3 +663,16 @@ def test_it_names_the_path_of_a_script_found_on_path_without_its_interpreter(
         f"cannot run {script}: its interpreter (the #! line) was not found"
     )
     assert outcome.exit_status == exits.NOT_FOUND
+
+
+def test_an_ignored_sigchld_does_not_lose_the_childs_status():
+    # As when cronlog is started by a program that ignores SIGCHLD.
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        outcome = run(Command(argv=["sh", "-c", "exit 3"], env=ENV))
+        after = signal.getsignal(signal.SIGCHLD)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+    assert outcome.exit_status == 3
+    assert after == signal.SIG_IGN  # put back as it was found

@@ -175,10 +175,15 @@ def run(command: Command, on_started: Callable[[], None] | None = None) -> Outco
 
     The signal handlers and the thread switch interval are changed only for the run and
     restored when it returns. Signals already ignored on entry (nohup, `&` in a script)
-    stay ignored, so the child sees what it would have seen without cronlog.
+    stay ignored, so the child sees what it would have seen without cronlog; all but
+    SIGCHLD, which must have its default action for the child's status to be kept.
     """
     forwarder = _Forwarder()
     previous_handlers = _catch_signals(forwarder.on_signal)
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        # Ignored, the kernel reaps the child at once and its exit status is lost.
+        ignored = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        previous_handlers[signal.SIGCHLD] = ignored
 
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -383,10 +388,7 @@ def _kill_group(pgid: int, signum: int) -> None:
 
 def _reap(pid: int) -> int:
     """The child's status as subprocess gives it: its exit code, or minus the signal."""
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return 0  # SIGCHLD is ignored: the kernel reaped it and kept no status
+    _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 
