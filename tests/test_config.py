@@ -120,6 +120,17 @@ def test_a_key_file_is_read_only_as_far_as_a_key_can_go(
         config.resolve({"api_key_file": path}, env_for(tmp_path))
 
 
+def test_a_ca_bundle_under_home_is_expanded_where_it_is_used(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ca.pem").write_text("")
+    write_config(tmp_path, 'ca_bundle = "~/ca.pem"\n')
+
+    settings = config.resolve({}, {**env_for(tmp_path), "HOME": str(home)})
+
+    assert settings.ca_bundle.value == str(home / "ca.pem")
+
+
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, "url = \n")
 

@@ -243,6 +243,24 @@ def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
     assert waiting == [sending.run_id]
 
 
+def test_a_start_report_that_cannot_be_sent_is_not_put_in_the_local_store(
+    ingest_server, state_dir, tmp_path
+):
+    bundle = tmp_path / "removed-after-the-check.pem"
+    bundle.write_text("not a certificate\n")
+    settings = settings_for(ingest_server.url, ca_bundle=str(bundle))
+    bundle.unlink()
+    sending = Delivery(settings, state_dir, dry_run=False)
+
+    sending.start(running={**FIELDS, "status": "running"})
+    sending.finish(FIELDS)
+
+    assert not (state_dir / delivery.STORE_FILE).exists()
+    assert [entry.run_id for entry in outbox_of(state_dir).pending()] == [
+        sending.run_id
+    ]
+
+
 def test_start_imports_what_the_caller_names_while_the_job_runs(
     ingest_server, state_dir, tmp_path, monkeypatch
 ):

@@ -620,3 +620,22 @@ def test_ok_status_and_the_users_own_write_out_are_respected(
     assert own_format.stdout == ERROR_BODY + b"500"
     assert own_format.returncode == 22
     assert [b["status"] for b in dashboard.bodies] == ["success", "failed"]
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [["GET", "ftp://dashboard.example.invalid/"], ["POST", "http://127.0.0.1:9/",
+     "--data", "a", "--json", "{}"]],
+)  # fmt: skip
+def test_a_refused_request_line_reports_nothing_even_with_report_start(
+    dashboard, run_cronlog, request_args
+):
+    method, url, *more = request_args
+    result = run_cronlog(
+        "run", "--task-id", "graphiti-sync", "--report-start",
+        "--request", method, url, *more,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1
+    assert dashboard.received == []

@@ -165,10 +165,12 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     )
 
     ca_bundle = pick("ca_bundle", "--ca-bundle")
-    if ca_bundle.value and not os.access(os.path.expanduser(ca_bundle.value), os.R_OK):
-        raise ConfigError(
-            f"{ca_bundle.source}: cannot read CA bundle {ca_bundle.value}"
-        )
+    if ca_bundle.value:
+        ca_bundle = Value(os.path.expanduser(ca_bundle.value), ca_bundle.source)
+        if not os.access(ca_bundle.value, os.R_OK):
+            raise ConfigError(
+                f"{ca_bundle.source}: cannot read CA bundle {ca_bundle.value}"
+            )
 
     return Settings(
         url=url,

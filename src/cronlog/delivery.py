@@ -162,6 +162,8 @@ class Delivery:
         run_id = f"{self.run_id}-start"
         if self.dry_run:
             self._print(body)
+        elif self.to_dashboard and self._reporter is None:
+            log.info("the start of the run was not reported: %s", self._cannot_send)
         elif self._reporter is None:
             self._record_locally([(run_id, body)])
         else:

@@ -112,16 +112,17 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
 
     book.mark()
     try:
-        if options.report_start:
-            from cronlog import payload
-
-            running = {**_given(base), "status": "running", "started_at": _now()}
-            delivery.start(running=payload.build(running))
-            delivery.wait_for_start_report()
-
         if options.request is not None:
-            finished = _perform_request(options, env, book.on_started)
+            # The request's own checks come first: a line they refuse reports nothing.
+            def on_started() -> None:
+                if options.report_start:
+                    _report_start(delivery, base)
+                book.on_started()
+
+            finished = _perform_request(options, env, on_started)
         else:
+            if options.report_start:
+                _report_start(delivery, base)
             finished = _run_command(options, env, state_dir, book)
 
         _exit_on_stop_signals(finished.verdict.exit_status)
@@ -378,6 +379,15 @@ def _perform_request(
         (result.body_tail, result.body_bytes),
         http=result.http_status is not None,
     )
+
+
+def _report_start(delivery: Delivery, base: dict[str, Any]) -> None:
+    """--report-start: the run as `running`, held back at most REPORT_START_WAIT."""
+    from cronlog import payload
+
+    running = {**_given(base), "status": "running", "started_at": _now()}
+    delivery.start(running=payload.build(running))
+    delivery.wait_for_start_report()
 
 
 def _check_line(options: RunOptions, title: str) -> None:
