@@ -350,3 +350,23 @@ def test_test_post_refuses_a_mistyped_task_before_sending(
 
     assert "did you mean 'sync-price-grid'?" in capsys.readouterr().err
     assert ingest_server.received == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--title", ""], "--title: String should have at least 1 character"),
+        (["--title", "x" * 201], "--title: String should have at most 200 characters"),
+        (["--task-id", "a b", "--title", "X"], "holds a space or an invisible"),
+    ],
+)
+def test_test_post_refuses_what_the_dashboard_would_in_one_line(
+    ingest_server, capsys, monkeypatch, args, message
+):
+    monkeypatch.setenv("CRONLOG_URL", ingest_server.url)
+
+    assert run_cli(["test-post", *args]) == exits.USAGE
+
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert ingest_server.received == []

@@ -197,6 +197,7 @@ def test_post(**values: Any) -> None:
     settings = config.resolve(_flags(values), os.environ)
     for warning in settings.warnings:
         _warn(warning)
+    tasks.check_task_id(values["task_id"])
     title = values["title"]
     if title is None and values["task_id"] == TEST_TASK_ID:
         title = TEST_TASK_TITLE
@@ -209,10 +210,19 @@ def test_post(**values: Any) -> None:
         "notes": values["notes"],
     }
 
+    from pydantic import ValidationError
+
     from cronlog.models import TaskRun
     from cronlog.reporter import Report, Reporter, Target
 
-    report = Report.new(TaskRun(**fields))
+    try:
+        run = TaskRun(**fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0])
+        option = "--title" if name == "task_title" else "--" + name.replace("_", "-")
+        raise UsageError(f"{option}: {first['msg']}") from None
+    report = Report.new(run)
     if settings.ingest_url is None:
         state_dir = jobs.state_dir_or_fail(settings)
         row = _record_locally(state_dir, report.body, report.run_id)

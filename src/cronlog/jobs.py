@@ -184,7 +184,10 @@ class _Bookkeeping:
         }
         body = payload.build(_given(fields))
         if self.marker is not None:
-            self.marker.keep_report(body)
+            try:
+                self.marker.keep_report(body)
+            except OSError as error:  # a full disk: the report may still be delivered
+                log.warning("cannot keep the report in %s: %s", self.marker.path, error)
 
         lost = [(run.run_id, self._report_of_lost_run(run.record)) for run in self.lost]
         try:
