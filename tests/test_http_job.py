@@ -12,6 +12,7 @@ import respx
 from cronlog import http_job
 from cronlog.errors import UsageError
 from cronlog.http_job import HttpRequest, expand_headers, perform
+from cronlog.httpclient import USER_AGENT
 from cronlog.status_codes import parse_ok_statuses
 
 URL = "https://tradezone.sg/api/tradein/auto-submit"
@@ -106,7 +107,7 @@ def test_it_sends_the_headers_and_prints_the_body(capfd):
 
     sent = route.calls.last.request
     assert sent.headers["X-API-Key"] == "k-123456"
-    assert sent.headers["User-Agent"] == http_job.USER_AGENT
+    assert sent.headers["User-Agent"] == USER_AGENT
     assert capfd.readouterr().out == "queued 3\n"
     assert (outcome.http_status, outcome.exit_status, outcome.reason) == (200, 0, None)
     assert (outcome.body_tail, outcome.body_bytes) == (b"queued 3\n", 9)

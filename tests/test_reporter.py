@@ -19,11 +19,10 @@ import respx
 
 from cronlog import __version__
 from cronlog.errors import ReportError
-from cronlog.httpclient import trust_context
+from cronlog.httpclient import USER_AGENT
 from cronlog.models import TaskRun
 from cronlog.reporter import (
     MAX_ATTEMPTS,
-    USER_AGENT,
     DeliveryFailed,
     Receipt,
     Report,
@@ -447,16 +446,6 @@ def test_a_ca_installed_in_the_hosts_store_is_trusted(
         reporter.send(report, deadline=5)
 
     assert tls_server.requests == [report.payload()]
-
-
-def test_the_system_store_falls_back_to_truststore_without_openssl_defaults(
-    monkeypatch, tmp_path
-):
-    truststore = pytest.importorskip("truststore")
-    nothing = ssl.DefaultVerifyPaths(None, str(tmp_path), "", "", "", "")
-    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: nothing)
-
-    assert isinstance(trust_context(None), truststore.SSLContext)
 
 
 def test_ssl_cert_file_is_used_when_no_bundle_is_given(monkeypatch, tmp_path):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import ssl
 import sys
 import time
@@ -29,17 +28,22 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cronlog import __version__, exits
+from cronlog import exits
 from cronlog.curl import CURL_EXITS, judge_http
 from cronlog.durations import format_duration
 from cronlog.errors import UsageError
-from cronlog.httpclient import httpx, trust_context
+from cronlog.httpclient import (
+    USER_AGENT,
+    ConnectProblem,
+    diagnose_connect_error,
+    httpx,
+    trust_context,
+)
 from cronlog.status_codes import DEFAULT_OK_STATUSES, OkStatuses
 
 MAX_REDIRECTS = 50  # curl's default --max-redirs
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_TAIL_BYTES = 64 * 1024
-USER_AGENT = f"cronlog/{__version__}"
 FORM_TYPE = "application/x-www-form-urlencoded"  # what curl -d sends
 JSON_TYPE = "application/json"
 
@@ -48,6 +52,14 @@ _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 header names, methods
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# curl's exit status for each way a connection fails, as diagnose_connect_error says.
+_CONNECT_EXITS: dict[ConnectProblem, int] = {
+    "untrusted": exits.CURL_CERTIFICATE_NOT_TRUSTED,
+    "handshake": exits.CURL_TLS_HANDSHAKE,
+    "unresolved": exits.CURL_NOT_RESOLVED,
+    "refused": exits.CURL_NOT_CONNECTED,
+    "unknown": exits.CURL_NOT_CONNECTED,
+}
 
 
 @dataclass(frozen=True)
@@ -373,7 +385,8 @@ def _failure(
         return _TransferFailed(code, f"{CURL_EXITS[code]} ({where})", status)
 
     if isinstance(error, httpx.ConnectError):
-        code, detail = _connect_failure(error)
+        problem, detail = diagnose_connect_error(error)
+        code = _CONNECT_EXITS[problem]
     elif isinstance(error, httpx.RemoteProtocolError):
         code = exits.CURL_EMPTY_REPLY if status is None else exits.CURL_PARTIAL_BODY
         detail = str(error) or "the server closed the connection"
@@ -382,34 +395,6 @@ def _failure(
     else:
         code, detail = exits.CURL_RECEIVE_FAILED, str(error) or type(error).__name__
     return _TransferFailed(code, f"{CURL_EXITS[code]}: {detail} ({where})", status)
-
-
-def _connect_failure(error: httpx.ConnectError) -> tuple[int, str]:
-    """Name what failed, from the OS or TLS error under httpx's and httpcore's."""
-    cause: BaseException | None = error
-    for _ in range(8):  # the chain is short; a loop in it must not hang a job
-        if cause is None:
-            break
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return exits.CURL_CERTIFICATE_NOT_TRUSTED, str(
-                cause.verify_message or cause
-            )
-        if isinstance(cause, ssl.SSLError):
-            return exits.CURL_TLS_HANDSHAKE, str(cause.reason or cause)
-        if isinstance(cause, socket.gaierror):
-            return exits.CURL_NOT_RESOLVED, str(cause.strerror or cause)
-        if isinstance(cause, ConnectionRefusedError):
-            return exits.CURL_NOT_CONNECTED, "connection refused"
-        cause = cause.__cause__ or cause.__context__
-
-    text = str(error)
-    if "certificate verify failed" in text:
-        return exits.CURL_CERTIFICATE_NOT_TRUSTED, text
-    if "SSL" in text or "TLS" in text:
-        return exits.CURL_TLS_HANDSHAKE, text
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return exits.CURL_NOT_RESOLVED, text
-    return exits.CURL_NOT_CONNECTED, text or type(error).__name__
 
 
 class _Body:

@@ -1,4 +1,6 @@
-"""httpx, imported without its command-line module, and the TLS trust cronlog uses.
+"""httpx, imported without its command-line module, and what both of cronlog's HTTP
+clients (the reporter and `run --request`) share: the User-Agent, the TLS trust, and
+what a failed connection says about its cause.
 
 `import httpx` also imports `httpx._main`, which loads click and rich when they are
 installed, as they are beside cronlog: about 80 ms and 6 MB spent on every run for a
@@ -7,14 +9,28 @@ import fail, which httpx handles by design. Modules import httpx from here.
 """
 
 import os
+import socket
 import ssl
 import sys
+from typing import Literal
 
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import httpx  # noqa: E402
 
-__all__ = ["httpx", "trust_context"]
+from cronlog import __version__  # noqa: E402
+
+__all__ = [
+    "USER_AGENT",
+    "ConnectProblem",
+    "diagnose_connect_error",
+    "httpx",
+    "trust_context",
+]
+
+USER_AGENT = f"cronlog/{__version__}"
+
+ConnectProblem = Literal["untrusted", "handshake", "unresolved", "refused", "unknown"]
 
 
 def trust_context(bundle: str | None) -> ssl.SSLContext:
@@ -48,3 +64,35 @@ def _openssl_defaults_hold_certificates() -> bool:
         len(name) == 10 and name[8] == "." and name[9].isdigit()
         for name in os.listdir(paths.capath)
     )
+
+
+def diagnose_connect_error(error: httpx.ConnectError) -> tuple[ConnectProblem, str]:
+    """What stopped a connection, and its detail, for the caller to put in words.
+
+    The OS or TLS error is found under httpx's and httpcore's wrappers; a chain that
+    holds none leaves the words of `error` itself to go by.
+    """
+    cause: BaseException | None = error
+    for _ in range(8):  # the chain is short; a loop in it must not hang a job
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "untrusted", str(cause.verify_message or cause)
+        if isinstance(cause, ssl.SSLError):
+            return "handshake", str(cause.reason or cause)
+        if isinstance(cause, socket.gaierror):
+            return "unresolved", str(cause.strerror or cause)
+        if isinstance(cause, ConnectionRefusedError):
+            return "refused", "connection refused"
+        cause = cause.__cause__ or cause.__context__
+
+    text = str(error)
+    if "certificate verify failed" in text.lower():
+        return "untrusted", text
+    if "SSL" in text or "TLS" in text:
+        return "handshake", text
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unresolved", text
+    if "refused" in text.lower():
+        return "refused", text
+    return "unknown", text or type(error).__name__

@@ -26,10 +26,9 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cronlog import __version__
 from cronlog.config import INGEST_PATH
 from cronlog.errors import ReportError
-from cronlog.httpclient import httpx, trust_context
+from cronlog.httpclient import USER_AGENT, diagnose_connect_error, httpx, trust_context
 
 if TYPE_CHECKING:
     from cronlog.models import TaskRun
@@ -46,7 +45,6 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 REFUSED_STATUSES = frozenset({400, 409, 413, 422})
 BACKOFF_BASE = 0.5  # the first pause is drawn from [0, BACKOFF_BASE] (full jitter)
 BACKOFF_CAP = 8.0
-USER_AGENT = f"cronlog/{__version__}"
 
 QUOTE_LIMIT = 200
 KEY_MASK = "***"
@@ -320,34 +318,24 @@ class Reporter:
         return text.replace(key, KEY_MASK) if key else text
 
 
-def _connect_failure(error: BaseException) -> str:
-    """Name what failed, from the OS error under httpx's and httpcore's wrappers."""
-    cause: BaseException | None = error
-    for _ in range(8):
-        if cause is None:
-            break
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS certificate not trusted ({cause.verify_message})"
-        if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
-            # What a plain-http server answering a TLS hello looks like from here.
-            return (
-                "TLS handshake failed (WRONG_VERSION_NUMBER); the server may speak "
-                "plain http: if so, use an http:// URL"
-            )
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS handshake failed ({cause.reason or cause})"
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, OSError) and cause.errno is not None and cause.errno < 0:
-            return f"host name not found ({cause.strerror})"
-        cause = cause.__cause__ or cause.__context__
-
-    text = str(error)
-    if "refused" in text.lower():
+def _connect_failure(error: httpx.ConnectError) -> str:
+    """What failed, in the words of a report's warning."""
+    problem, detail = diagnose_connect_error(error)
+    if problem == "untrusted":
+        return f"TLS certificate not trusted ({detail})"
+    if problem == "handshake" and detail == "WRONG_VERSION_NUMBER":
+        # What a plain-http server answering a TLS hello looks like from here.
+        return (
+            "TLS handshake failed (WRONG_VERSION_NUMBER); the server may speak "
+            "plain http: if so, use an http:// URL"
+        )
+    if problem == "handshake":
+        return f"TLS handshake failed ({detail})"
+    if problem == "unresolved":
+        return f"host name not found ({detail})"
+    if problem == "refused":
         return "connection refused"
-    if "certificate verify failed" in text.lower():
-        return f"TLS certificate not trusted ({text})"
-    return text or type(error).__name__
+    return detail
 
 
 def _accepted(response: httpx.Response) -> bool:
