@@ -21,7 +21,6 @@ from cronlog import __version__, config, delivery, exits, jobs, tasks
 from cronlog.errors import CronlogError, StateError, UsageError, run_with_boundary
 from cronlog.run_options import RUN_OPTIONS, RunOptions
 
-TEST_POST_DEADLINE = 10.0
 TEST_TASK_ID, TEST_TASK_TITLE = "test-task", "Test Task"  # the guide's manual test
 WRAPPING_COLUMNS = {"TITLE", "NOTES", "VALUE", "SOURCE"}
 UNBROKEN_COLUMNS = {"ID", "TASK", "SCHEDULE", "STATUS", "RUN ID"}
@@ -213,7 +212,7 @@ def test_post(**values: Any) -> None:
     from pydantic import ValidationError
 
     from cronlog.models import TaskRun
-    from cronlog.reporter import Report, Reporter, Target
+    from cronlog.reporter import Report
 
     try:
         run = TaskRun(**fields)
@@ -222,23 +221,8 @@ def test_post(**values: Any) -> None:
         name = str(first["loc"][0])
         option = "--title" if name == "task_title" else "--" + name.replace("_", "-")
         raise UsageError(f"{option}: {first['msg']}") from None
-    report = Report.new(run)
-    if settings.ingest_url is None:
-        state_dir = jobs.state_dir_or_fail(settings)
-        row = _record_locally(state_dir, report.body, report.run_id)
-        click.echo(
-            json.dumps({"success": True, "stored_in": str(state_dir), "data": row})
-        )
-        return
-
-    target = Target(
-        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
-    )
-    with Reporter(
-        target, deadline=min(TEST_POST_DEADLINE, settings.report_timeout.value)
-    ) as r:
-        receipt = r.send(report)
-    answer = receipt.body
+    state_dir = None if settings.ingest_url else jobs.state_dir_or_fail(settings)
+    answer = delivery.send_now(settings, Report.new(run), state_dir)
     click.echo(answer if isinstance(answer, str) else json.dumps(answer))
 
 
@@ -255,7 +239,7 @@ def history(task_id: str | None, limit: int, as_json: bool) -> None:
     from cronlog.store import open_store
 
     settings = config.resolve({}, os.environ)
-    store = open_store(Path(jobs.state_dir_or_fail(settings), delivery.STORE_FILE))
+    store = open_store(delivery.store_in(jobs.state_dir_or_fail(settings)))
     try:
         runs = store.runs(task_id=task_id, limit=limit)
     finally:
@@ -318,29 +302,14 @@ def flush_command(**values: Any) -> None:
     if settings.ingest_url is None:
         raise UsageError("no dashboard URL to deliver to: set --url or CRONLOG_URL")
 
-    from cronlog import locks
-    from cronlog.outbox import Outbox, flush
-    from cronlog.reporter import Report, Reporter, Target
-
-    state_dir = jobs.state_dir_or_fail(settings)
-    outbox = Outbox(Path(state_dir, delivery.OUTBOX_DIR))
-    for stopped in locks.finished_reports(state_dir):
-        outbox.put(Report(stopped.run_id, stopped.record["report"]))
-        stopped.resolve()
-    if values["retry_rejected"]:
-        _warn(f"queued again: {_reports(outbox.retry_rejected())}")
-
-    target = Target(
-        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
+    requeued, result = delivery.flush_outbox(
+        settings,
+        jobs.state_dir_or_fail(settings),
+        retry_rejected=values["retry_rejected"],
     )
-    with Reporter(target, deadline=settings.report_timeout.value) as reporter:
-        result = flush(
-            reporter,
-            outbox,
-            budget=None,
-            per_report_deadline=settings.report_timeout.value,
-        )
 
+    if values["retry_rejected"]:
+        _warn(f"queued again: {_reports(requeued)}")
     _warn(
         f"delivered {result.delivered}, waiting {result.remaining}, "
         f"rejected {result.rejected}"
@@ -369,15 +338,12 @@ def outbox_command(as_json: bool) -> None:
     """
     from collections import Counter
 
-    from cronlog.outbox import Outbox, kept_by_stopped_runs
+    from cronlog.outbox import listing
 
     _configure(0)
     settings = config.resolve({}, os.environ)
-    state_dir = Path(jobs.state_dir_or_fail(settings))
-    outbox = Outbox(state_dir / delivery.OUTBOX_DIR)
-    entries = [("waiting" if e.readable else "unreadable", e) for e in outbox.waiting()]
-    entries += [("kept", e) for e in kept_by_stopped_runs(state_dir)]
-    entries += [("rejected", e) for e in outbox.rejected()]
+    state_dir = jobs.state_dir_or_fail(settings)
+    entries = listing(Path(state_dir), delivery.outbox_in(state_dir))
 
     rows = [
         {
@@ -476,7 +442,7 @@ def serve_command(
     """
     _configure(1)  # one INFO line a request
     settings = config.resolve({"api_key_file": api_key_file}, os.environ)
-    location = db or str(Path(jobs.state_dir_or_fail(settings), delivery.STORE_FILE))
+    location = db or delivery.store_in(jobs.state_dir_or_fail(settings))
     known = tasks.registry(settings.tasks)
 
     from cronlog.server import serve
@@ -502,19 +468,6 @@ def _flags(values: dict[str, Any]) -> dict[str, Any]:
 
 def _reports(count: int) -> str:
     return "1 report" if count == 1 else f"{count} reports"
-
-
-def _record_locally(
-    state_dir: Any, body: dict[str, Any], run_id: str
-) -> dict[str, Any]:
-    from cronlog.store import open_store
-
-    store = open_store(Path(state_dir, delivery.STORE_FILE))
-    try:
-        row, _created = store.record(body, idempotency_key=run_id)
-    finally:
-        store.close()
-    return row
 
 
 def _print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cronlog import config
-    from cronlog.outbox import Outbox
+    from cronlog.outbox import FlushResult, Outbox
     from cronlog.reporter import Report, Reporter
 
 log = logs.logger(__name__)
@@ -36,6 +36,72 @@ REPORT_START_DEADLINE = 5.0  # the `running` report keeps trying this long (at m
 # --report-timeout), while the job runs; the final report waits for it, to stay last
 BACKLOG_BUDGET = 10.0  # how long one run may spend delivering older reports
 BACKLOG_REPORT_DEADLINE = 5.0
+SEND_NOW_DEADLINE = 10.0  # cronlog test-post: a person is waiting for the answer
+
+
+def outbox_in(state_dir: str) -> Outbox:
+    from pathlib import Path
+
+    from cronlog.outbox import Outbox
+
+    return Outbox(Path(state_dir, OUTBOX_DIR))
+
+
+def store_in(state_dir: str) -> str:
+    """The local store's file in the state directory."""
+    return os.path.join(state_dir, STORE_FILE)
+
+
+def send_now(
+    settings: config.Settings, report: Report, state_dir: str | None
+) -> dict[str, Any] | str:
+    """Deliver one report at once, as `cronlog test-post` does, and give the answer:
+    the dashboard's, or with no dashboard configured, the row the local store made."""
+    if settings.ingest_url is None:
+        from cronlog.store import open_store
+
+        assert state_dir is not None, "the local store needs the state directory"
+        store = open_store(store_in(state_dir))
+        try:
+            row, _created = store.record(report.body, idempotency_key=report.run_id)
+        finally:
+            store.close()
+        return {"success": True, "stored_in": state_dir, "data": row}
+
+    from cronlog.reporter import Reporter, Target
+
+    target = Target(
+        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
+    )
+    deadline = min(SEND_NOW_DEADLINE, settings.report_timeout.value)
+    with Reporter(target, deadline=deadline) as reporter:
+        answer: dict[str, Any] | str = reporter.send(report).body
+    return answer
+
+
+def flush_outbox(
+    settings: config.Settings, state_dir: str, *, retry_rejected: bool
+) -> tuple[int, FlushResult]:
+    """`cronlog flush`: the reports stopped cronlogs kept, then with `retry_rejected`
+    those the dashboard refused, join the outbox, and all of it is delivered in order.
+    Returns how many refused reports were queued again, and the flush's result."""
+    from pathlib import Path
+
+    from cronlog.outbox import adopt_stopped_runs, flush
+    from cronlog.reporter import Reporter, Target
+
+    assert settings.ingest_url is not None, "flush needs a dashboard"
+    outbox = outbox_in(state_dir)
+    adopt_stopped_runs(Path(state_dir), outbox)
+    requeued = outbox.retry_rejected() if retry_rejected else 0
+
+    target = Target(
+        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
+    )
+    timeout = settings.report_timeout.value
+    with Reporter(target, deadline=timeout) as reporter:
+        result = flush(reporter, outbox, budget=None, per_report_deadline=timeout)
+    return requeued, result
 
 
 def new_run_id() -> str:
@@ -241,15 +307,10 @@ class Delivery:
         )
 
     def _outbox(self) -> Outbox | None:
-        from pathlib import Path
-
-        from cronlog.outbox import Outbox
-
-        return Outbox(Path(self.state_dir, OUTBOX_DIR)) if self.state_dir else None
+        return outbox_in(self.state_dir) if self.state_dir else None
 
     def _record_locally(self, bodies: list[tuple[str, dict[str, Any]]]) -> None:
         import sqlite3
-        from pathlib import Path
 
         from cronlog.store import open_store
 
@@ -257,7 +318,7 @@ class Delivery:
             log.warning("no state directory, so the run was not recorded")
             return
         try:
-            store = open_store(Path(self.state_dir, STORE_FILE))
+            store = open_store(store_in(self.state_dir))
             try:
                 for run_id, body in bodies:
                     store.record(body, idempotency_key=run_id)

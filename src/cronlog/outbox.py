@@ -249,6 +249,25 @@ def kept_by_stopped_runs(state_dir: Path) -> list[Entry]:
     return sorted(entries, key=lambda entry: entry.queued_at)
 
 
+def adopt_stopped_runs(state_dir: Path, outbox: Outbox) -> int:
+    """Move the finished reports that stopped cronlogs kept in their run markers into
+    the outbox, so that a flush sends them in turn; returns how many."""
+    stopped = locks.finished_reports(str(state_dir))
+    for run in stopped:
+        outbox.put(Report(run.run_id, run.record["report"]))
+        run.resolve()
+    return len(stopped)
+
+
+def listing(state_dir: Path, outbox: Outbox) -> list[tuple[str, Entry]]:
+    """Everything waiting, as (state, entry): `waiting` or `unreadable` in the
+    outbox, `kept` in a stopped run's marker, then `rejected`. Changes nothing."""
+    entries = [("waiting" if e.readable else "unreadable", e) for e in outbox.waiting()]
+    entries += [("kept", e) for e in kept_by_stopped_runs(state_dir)]
+    entries += [("rejected", e) for e in outbox.rejected()]
+    return entries
+
+
 def flush(
     reporter: Reporter,
     outbox: Outbox,
