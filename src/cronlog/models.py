@@ -8,7 +8,7 @@ bodies built by `payload.build`, which shares its limits and is tested against i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,21 +24,16 @@ from cronlog.payload import (
     DEFAULT_OWNER,
     NAME_LIMIT,
     URL_LIMIT,
+    as_utc,
     format_timestamp,
 )
 
 Status = Literal["success", "failed", "running"]
 
 
-def _require_timezone(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("timestamp needs a timezone, e.g. 2026-01-04T10:00:00Z")
-    return moment.astimezone(UTC)
-
-
 Timestamp = Annotated[
     datetime,
-    AfterValidator(_require_timezone),
+    AfterValidator(as_utc),
     PlainSerializer(format_timestamp, return_type=str),
 ]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=NAME_LIMIT)]

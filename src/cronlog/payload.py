@@ -35,13 +35,18 @@ NAMES = ("task_id", "task_title", "environment", "owner")
 TIMESTAMPS = ("started_at", "ended_at")
 
 
-def format_timestamp(moment: datetime) -> str:
-    """UTC, millisecond precision, with the `Z` the guide's examples use."""
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; ValueError when it has no timezone to convert from."""
     from datetime import UTC
 
     if moment.tzinfo is None:
         raise ValueError("timestamp needs a timezone, e.g. 2026-01-04T10:00:00Z")
-    utc = moment.astimezone(UTC)
+    return moment.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, millisecond precision, with the `Z` the guide's examples use."""
+    utc = as_utc(moment)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 

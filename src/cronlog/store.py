@@ -28,14 +28,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cronlog.errors import StateError
-from cronlog.payload import FIELDS
+from cronlog.payload import (
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_OWNER,
+    FIELDS,
+    as_utc,
+    format_timestamp,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
 TABLE = "scheduled_task_runs"
-DEFAULT_ENVIRONMENT = "production"
-DEFAULT_OWNER = "Coolify Cron"
 BUSY_TIMEOUT_MS = 30_000  # many cron jobs finishing in the same second wait, not fail
 POSTGRES_POOL_SIZE = 8
 POSTGRES_CONNECT_TIMEOUT_S = 10
@@ -91,20 +95,9 @@ CREATE INDEX IF NOT EXISTS {TABLE}_task_started_idx
 """
 
 
-def format_timestamp(moment: datetime) -> str:
-    """UTC, millisecond precision, trailing `Z`: the form the guide and models use."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 timestamp with a timezone; ValueError names what is wrong."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(
-            f"timestamp {text!r} needs a timezone, e.g. 2026-01-04T10:00:00Z"
-        )
-    return moment.astimezone(UTC)
+    """An ISO 8601 timestamp with a timezone, in UTC; ValueError says what is wrong."""
+    return as_utc(datetime.fromisoformat(text))
 
 
 def build_row(body: dict[str, Any], now: datetime) -> dict[str, Any]:
