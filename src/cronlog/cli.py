@@ -82,10 +82,14 @@ def _with_run_options(function: Callable[..., Any]) -> Callable[..., Any]:
 @app.command(
     "run",
     context_settings={"allow_interspersed_args": False},
-    epilog="Exit status: the job's own; 22 an HTTP status --ok-status does not accept; "
-    "6, 7, 28, 35, 60 curl's numbers for a --request that failed; 124 timed out; 126 "
-    "not executable; 127 not found; 128+N killed by signal N; 75 skipped "
-    "(--no-overlap); 2 bad line or config; 125 cronlog itself failed.",
+    epilog=f"Exit status: the job's own; {exits.HTTP_ERROR} an HTTP status --ok-status "
+    f"does not accept; {exits.CURL_NOT_RESOLVED}, {exits.CURL_NOT_CONNECTED}, "
+    f"{exits.CURL_TIMED_OUT}, {exits.CURL_TLS_HANDSHAKE}, "
+    f"{exits.CURL_CERTIFICATE_NOT_TRUSTED} curl's numbers for a --request that "
+    f"failed; {exits.TIMED_OUT} timed out; {exits.NOT_EXECUTABLE} not executable; "
+    f"{exits.NOT_FOUND} not found; {exits.SIGNAL_BASE}+N killed by signal N; "
+    f"{exits.SKIPPED_OVERLAP} skipped (--no-overlap); {exits.USAGE} bad line or "
+    f"config; {exits.INTERNAL} cronlog itself failed.",
 )
 @_with_run_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)

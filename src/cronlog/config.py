@@ -32,8 +32,14 @@ INGEST_PATH = "/api/scheduled-tasks/ingest"
 DEFAULT_REPORT_TIMEOUT = 30.0
 SYSTEM_CONFIG = "/etc/cronlog/config.toml"
 SYSTEM_STATE_DIR = "/var/lib/cronlog"
+# Where zoneinfo finds the system's time zones when PYTHONTZPATH is not set.
+TZ_DIRS = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo",
+           "/etc/zoneinfo")  # fmt: skip
+CRON_NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
+                  "@hourly")  # fmt: skip
 
-# The config file's keys, each with the environment variable that overrides it.
+# The config file's keys, each with the environment variable that overrides it (the
+# key's own variables, CRONLOG_API_KEY then CHATKIT_API_KEY, are resolved apart).
 FILE_KEYS: dict[str, str | None] = {
     "url": "CRONLOG_URL",
     "api_key": None,
@@ -548,16 +554,9 @@ def _check_tasks(path: str, tasks: Any) -> dict[str, dict[str, str]]:
     return checked
 
 
-# Where zoneinfo finds the system's time zones when PYTHONTZPATH is not set.
-TZ_DIRS = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo",
-           "/etc/zoneinfo")  # fmt: skip
-CRON_NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
-                  "@hourly")  # fmt: skip
-
-
 def _schedule_problem(schedule: str) -> str | None:
     """What is plainly wrong with a cron expression, judged without croniter (100 ms
-    to import, on every run): its shape. list-tasks and config check the rest."""
+    to import, on every run): its shape. list-tasks checks the rest with croniter."""
     if not schedule or schedule in CRON_NICKNAMES:
         return None
     fields = schedule.split()
@@ -569,7 +568,8 @@ def _schedule_problem(schedule: str) -> str | None:
 
 def _timezone_problem(name: str) -> str | None:
     """Whether the IANA name exists where zoneinfo looks (the system's database,
-    PYTHONTZPATH, the tzdata package), found without importing zoneinfo."""
+    PYTHONTZPATH, the tzdata package), found without importing zoneinfo. Like
+    zoneinfo, it reads PYTHONTZPATH from this process's own environment."""
     if not name or name == "UTC":
         return None
     parts = name.split("/")

@@ -1,12 +1,9 @@
 """Where a finished run's report goes: the dashboard, else the outbox, else (with no
-dashboard configured) the local store; or, with --dry-run, stderr.
+dashboard configured) the local store; or, with --dry-run, stderr. Also the one-off
+deliveries of `cronlog test-post` and `cronlog flush`.
 
-`start` is called as soon as the job runs (or, with --report-start, just before): a
-background thread imports the reporter and builds its HTTP client, TLS context
-included, then imports what the end of the run needs, while the job works. `finish`
-waits for it and delivers. Nothing here
-raises for a report that could not be delivered: that is a warning, and the report
-waits in the outbox.
+Nothing here raises for a report that could not be delivered: that is a warning, and
+the report waits in the outbox.
 """
 
 from __future__ import annotations
@@ -113,6 +110,15 @@ def new_run_id() -> str:
 
 
 class Delivery:
+    """The delivery of one run's report.
+
+    `start` is called as soon as the job runs (or, with --report-start, just before): a
+    background thread imports the reporter and builds its HTTP client, TLS context
+    included, then imports what the end of the run needs, while the job works.
+    `finish` waits for it and delivers this run's report, then those of lost runs,
+    then the outbox's backlog.
+    """
+
     def __init__(
         self,
         settings: config.Settings,

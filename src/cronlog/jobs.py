@@ -321,6 +321,7 @@ def _run_command(
 def _curl_probe(
     command: tuple[str, ...], state_dir: str | None, env: Mapping[str, str]
 ) -> CurlProbe | None:
+    # curl.is_curl's test, made here so that no other job imports the curl module.
     if not command or os.path.basename(command[0]) != "curl":
         return None
     import tempfile
@@ -397,7 +398,8 @@ def _check_line(options: RunOptions, title: str) -> None:
     """What the dashboard would refuse is refused now, before the job runs."""
     from cronlog import payload
 
-    problem = payload.name_problem("--title", title.strip() and title)
+    # A title of only spaces is as empty to the dashboard as no title at all.
+    problem = payload.name_problem("--title", title if title.strip() else "")
     if options.log_url is not None:
         problem = problem or payload.url_problem(options.log_url)
     if problem:
