@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cronlog.errors import StateError
-from cronlog.payload import STATUSES
+from cronlog.payload import NAME_LIMIT, STATUSES
 from cronlog.server import ingest
 from cronlog.server.ingest import Rejection
 from cronlog.server.overview import TaskInfo, TaskSummary, summarise
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RUNS_LIMIT = 50
 MAX_RUNS_LIMIT = 500
-MAX_TASK_ID_LENGTH = 200
 PAGE_REFRESH_S = 60
 WEB_SCHEMES = ("https://", "http://")
 # The page has no script of its own, so none may run: job output stays inert text.
@@ -163,10 +162,8 @@ def _runs_query(request: Request) -> dict[str, Any]:
 
     task_id = params.get("task_id")
     if task_id is not None:
-        if not 0 < len(task_id) <= MAX_TASK_ID_LENGTH:
-            raise Rejection(
-                400, f"task_id must be 1 to {MAX_TASK_ID_LENGTH} characters"
-            )
+        if not 0 < len(task_id) <= NAME_LIMIT:
+            raise Rejection(400, f"task_id must be 1 to {NAME_LIMIT} characters")
         query["task_id"] = task_id
 
     status = params.get("status")
