@@ -1,7 +1,9 @@
-"""Builds reports and delivers them to the dashboard's ingest endpoint.
+"""Delivers reports to the dashboard's ingest endpoint.
 
-This module owns the HTTP client and its policy: timeouts, which answers are retried,
-the backoff between tries, the per-report deadline and the headers. Every try of one
+A `Report` pairs a body built elsewhere (by `payload.build` in `cronlog run`, or a
+`TaskRun`'s in `Report.new`) with the run ID that makes re-sending it harmless. This
+module owns the HTTP client and its policy: timeouts, which answers are retried, the
+backoff between tries, the per-report deadline and the headers. Every try of one
 report sends the same bytes with the same `Idempotency-Key`, so a report that arrives
 twice (a timeout after the dashboard stored it, a re-send from the outbox) is still
 one run. A failure is raised as `DeliveryFailed`, whose message says what to fix and
@@ -55,8 +57,9 @@ class DeliveryFailed(ReportError):
 
     `retriable` means trying again later may succeed unchanged (the dashboard is down,
     busy or unreachable). `refused` means the dashboard refused this report itself
-    (400, 422, ...); neither means the setup is wrong (bad key, URL or CA bundle) and
-    the report should be kept until that is fixed.
+    (400, 422, ...), so sending it again will not help. When it is neither, the setup
+    is wrong (bad key, URL or CA bundle): the report should be kept until that is
+    fixed.
     """
 
     def __init__(
