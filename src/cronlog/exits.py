@@ -6,13 +6,11 @@ already know: the shell's 126/127/128+N and timeout(1)'s 124/125.
 """
 
 OK = 0
-FAILURE = (
-    1  # a cronlog command other than `run` did not do its job (refused report, ...)
-)
+# A cronlog command other than `run` did not do its job (refused report, ...).
+FAILURE = 1
 USAGE = 2  # bad flag, bad config file, unknown task ID: nothing was started
-SKIPPED_OVERLAP = (
-    75  # --no-overlap: the previous run still holds the lock (EX_TEMPFAIL)
-)
+# --no-overlap: the previous run still holds the lock (EX_TEMPFAIL).
+SKIPPED_OVERLAP = 75
 TIMED_OUT = 124  # --timeout expired and the job was killed
 INTERNAL = 125  # cronlog failed around the job (unexpected error, state dir unwritable)
 NOT_EXECUTABLE = 126

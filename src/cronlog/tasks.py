@@ -28,7 +28,8 @@ class Task:
         self,
         id: str,
         title: str,
-        schedule: str | None = None,  # a five-field cron expression, read in `timezone`
+        # Read by croniter in `timezone`: five fields, a sixth for seconds, or @daily.
+        schedule: str | None = None,
         timezone: str = "UTC",
         frequency: str | None = None,  # the schedule in words, as the guide writes it
     ) -> None:
@@ -107,9 +108,8 @@ def registry(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, Task]:
         if base is None:
             known[task_id] = Task(id=task_id, **fields)
         elif "schedule" in fields and "frequency" not in fields:
-            known[task_id] = base.replace(
-                **fields, frequency=None
-            )  # old words are wrong
+            # The built-in words describe the built-in schedule.
+            known[task_id] = base.replace(**fields, frequency=None)
         else:
             known[task_id] = base.replace(**fields)
     return known
