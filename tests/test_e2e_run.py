@@ -533,3 +533,21 @@ def test_the_job_gets_the_locale_variables_cron_gave(run_cronlog, tmp_path, give
     assert result.returncode == 0
     job_sees = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
     assert job_sees.get("LC_CTYPE") == given.get("LC_CTYPE")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-vv"], ["--verbose", "-v"], ["--task-id=sync-price-grid"], ["--timeout=1h"]],
+)
+def test_every_spelling_of_the_options_keeps_the_jobs_exit_status(
+    dashboard, run_cronlog, options
+):
+    # Some spellings go past the lean parser to click: the status must survive both.
+    named = options[0].startswith("--task-id")
+    task = [] if named else ["--task-id", "sync-price-grid"]
+
+    failed = run_cronlog("run", *options, *task, "--", "sh", "-c", "exit 3")
+    missing = run_cronlog("run", *options, *task, "--", "no-such-command-x")
+
+    assert (failed.returncode, missing.returncode) == (3, 127)
+    assert [body["status"] for body in dashboard.bodies] == ["failed", "failed"]

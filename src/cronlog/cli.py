@@ -539,9 +539,11 @@ def run_cli(args: Sequence[str]) -> int:
     def invoke() -> int:
         try:
             # Bare `cronlog` is a question: answer it with the help, exit 0.
-            app.main(
+            status = app.main(
                 list(args) or ["--help"], prog_name="cronlog", standalone_mode=False
             )
+            # Outside standalone mode click returns an Exit's code (run's job status).
+            return status if isinstance(status, int) else exits.OK
         except click.exceptions.Exit as done:
             return done.exit_code
         except click.UsageError as error:
@@ -553,6 +555,5 @@ def run_cli(args: Sequence[str]) -> int:
             raise CronlogError(error.format_message()) from None
         except click.Abort:
             return exits.for_signal(2)
-        return exits.OK
 
     return run_with_boundary(invoke)
