@@ -323,3 +323,34 @@ def test_a_timeout_of_zero_sets_no_limit(dashboard, run_cronlog):
     assert elapsed >= 1.0
     [arrival] = dashboard.received
     assert arrival.json["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        b'{"run_id": "r", "started_at": "not-a-time", "pid": 999999}',
+        b'{"run_id": "r", "started_at": 12345, "pid": "abc"}',
+        b"[1, 2]",
+        b"garbage",
+        b'{"run_id": "r", "report": {"task_id": "sync-price-grid", "colour": "red"}}',
+    ],
+)
+def test_a_damaged_run_marker_is_reported_unknown_and_stops_nothing(
+    dashboard, run_cronlog, tmp_path, monkeypatch, marker
+):
+    state = tmp_path / "state"
+    monkeypatch.setenv("CRONLOG_STATE_DIR", str(state))
+    inflight = state / "inflight" / "sync-price-grid"
+    inflight.mkdir(parents=True)
+    (inflight / "11111111-2222-4333-8444-555555555555.json").write_bytes(marker)
+
+    result = run_cronlog(
+        "run", "--task-id", "sync-price-grid", "--", "sh", "-c", "exit 3"
+    )
+
+    assert result.returncode == 3, result.stderr
+    this_run, lost = dashboard.bodies
+    assert (this_run["status"], this_run["notes"]) == ("failed", "exit 3")
+    assert lost["status"] == "failed"
+    assert lost["notes"].startswith("outcome unknown: cronlog (pid ")
+    assert list(inflight.iterdir()) == []

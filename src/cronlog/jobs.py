@@ -218,17 +218,27 @@ class _Bookkeeping:
             self.lock.release()
 
     def _report_of_lost_run(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The report a dead cronlog kept, or a failure: outcome unknown."""
+        """The report a dead cronlog kept, or a failure: outcome unknown.
+
+        The marker may be damaged: what cannot be read from it is left out, and a
+        kept report that is not a valid one gives way to the failure.
+        """
         from cronlog import payload
 
-        if isinstance(record.get("report"), dict):
-            return dict(record["report"])
+        kept = record.get("report")
+        if isinstance(kept, dict):
+            try:
+                return payload.build(kept)
+            except (ValueError, TypeError, KeyError):
+                log.warning("a lost run's kept report is damaged; reporting it unknown")
+
+        pid = record.get("pid") if isinstance(record.get("pid"), int) else "?"
         fields = {
             **_given(self.base),
             "status": "failed",
-            "started_at": record.get("started_at"),
-            "notes": f"outcome unknown: cronlog (pid {record.get('pid', '?')}) was "
-            "killed during this run, so whether the job finished is not known",
+            "started_at": _timestamp_or_none(record.get("started_at")),
+            "notes": f"outcome unknown: cronlog (pid {pid}) was killed during this "
+            "run, so whether the job finished is not known",
         }
         return payload.build(_given(fields))
 
@@ -509,6 +519,17 @@ def _config_flags(options: RunOptions) -> dict[str, Any]:
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
     """Fields not given are left out of the report, never sent as null."""
     return {key: value for key, value in fields.items() if value is not None}
+
+
+def _timestamp_or_none(value: object) -> datetime | None:
+    """A marker's timestamp, or None where it holds anything else."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _now() -> datetime:

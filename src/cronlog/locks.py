@@ -221,10 +221,11 @@ def _claim(path: str) -> AbandonedRun | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_ino != os.stat(path).st_ino:
             raise FileNotFoundError  # resolved by another cronlog after we opened it
-        record: dict[str, Any] = json.loads(os.pread(fd, 1 << 20, 0) or b"{}")
+        record = json.loads(os.pread(fd, 1 << 20, 0) or b"{}")
     except (BlockingIOError, FileNotFoundError):
         os.close(fd)
         return None  # still running, or another cronlog is reporting it
     except ValueError:
         record = {}
-    return AbandonedRun(path, fd, record)
+    # Damaged or not ours: still a run whose cronlog died, with nothing more known.
+    return AbandonedRun(path, fd, record if isinstance(record, dict) else {})
