@@ -27,6 +27,7 @@ from e2e_support import (
     Answer,
     free_port_url,
     outbox_listing,
+    wait_for,
 )
 
 TASK = "sync-price-grid"
@@ -381,6 +382,40 @@ def test_report_start_to_a_silent_dashboard_holds_the_job_back_at_most_a_second(
     assert _runs_of(runs) == ["x"]
     # From launch to the job's own first statement: start-up, at most the 1 s wait.
     assert float(stamp.read_text()) - launched < 2.5
+
+
+def test_a_stop_signal_while_report_start_waits_is_reported_and_starts_nothing(
+    silent_server, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("CRONLOG_URL", silent_server.url)
+    monkeypatch.setenv("CRONLOG_API_KEY", KEY)
+    monkeypatch.setenv("CRONLOG_STATE_DIR", str(tmp_path / "state"))
+    ran = tmp_path / "ran"
+
+    cronlog = subprocess.Popen(
+        [CRONLOG, "run", "--task-id", TASK, "--report-start", "--report-timeout",
+         "1s", "--", "touch", str(ran)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # The running report is on the wire, never to be answered: cronlog waits.
+        assert wait_for(lambda: silent_server.accepted >= 1)
+        cronlog.send_signal(signal.SIGTERM)
+        _, stderr = cronlog.communicate(timeout=PROCESS_TIMEOUT)
+    finally:
+        if cronlog.poll() is None:
+            cronlog.kill()
+            cronlog.wait()
+
+    assert cronlog.returncode == 128 + signal.SIGTERM
+    assert not ran.exists()
+    [kept] = (tmp_path / "state" / "outbox").glob("*.json")
+    body = json.loads(kept.read_text())["body"]
+    assert (body["status"], body["notes"]) == (
+        "failed",
+        "terminated by SIGTERM before the job started",
+    )
+    assert b"Traceback" not in stderr
 
 
 BEHAVIOURS = {

@@ -112,18 +112,22 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
 
     book.mark()
     try:
-        if options.request is not None:
-            # The request's own checks come first: a line they refuse reports nothing.
-            def on_started() -> None:
+        try:
+            if options.request is not None:
+                # The request's own checks come first: a line they refuse reports
+                # nothing.
+                def on_started() -> None:
+                    if options.report_start:
+                        _report_start(delivery, base)
+                    book.on_started()
+
+                finished = _perform_request(options, env, on_started)
+            else:
                 if options.report_start:
                     _report_start(delivery, base)
-                book.on_started()
-
-            finished = _perform_request(options, env, on_started)
-        else:
-            if options.report_start:
-                _report_start(delivery, base)
-            finished = _run_command(options, env, state_dir, book)
+                finished = _run_command(options, env, state_dir, book)
+        except _StoppedBeforeStart as stopped:
+            finished = stopped.finished()
 
         _exit_on_stop_signals(finished.verdict.exit_status)
         book.finish(finished, options.notes, secrets)
@@ -395,13 +399,46 @@ def _perform_request(
     )
 
 
+class _StoppedBeforeStart(Exception):
+    """A stop signal came while --report-start held the job back: it never ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    def finished(self) -> Finished:
+        name = _signal_name(self.signum)
+        reason = f"terminated by {name} before the job started"
+        now = _now()
+        verdict = Verdict("failed", reason, exits.for_signal(self.signum))
+        return Finished(verdict, now, now, 0, output=(b"", 0))
+
+
 def _report_start(delivery: Delivery, base: dict[str, Any]) -> None:
-    """--report-start: the run as `running`, held back at most REPORT_START_WAIT."""
+    """--report-start: the run as `running`, held back at most REPORT_START_WAIT.
+
+    Until the runner takes the stop signals over, one of them here would kill cronlog
+    outright and leave the run as lost; it ends the wait instead, and is reported.
+    """
+    import signal
+
     from cronlog import payload
 
-    running = {**_given(base), "status": "running", "started_at": _now()}
-    delivery.start(running=payload.build(running))
-    delivery.wait_for_start_report()
+    def stop(signum: int, frame: object) -> None:
+        raise _StoppedBeforeStart(signum)
+
+    previous = {
+        signum: signal.signal(signum, stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
+    try:
+        running = {**_given(base), "status": "running", "started_at": _now()}
+        delivery.start(running=payload.build(running))
+        delivery.wait_for_start_report()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _check_line(options: RunOptions, title: str) -> None:
