@@ -107,17 +107,28 @@ def test_an_empty_or_missing_key_file_is_an_error_naming_it(tmp_path: Path) -> N
         config.resolve({"api_key_file": str(tmp_path / "nope")}, env_for(tmp_path))
 
 
-@pytest.mark.parametrize("source", ["/dev/zero", "big"])
-def test_a_key_file_is_read_only_as_far_as_a_key_can_go(
-    tmp_path: Path, source: str
-) -> None:
-    path = source
-    if source == "big":
-        path = str(tmp_path / "big")
-        Path(path).write_text("k" * 10_000)
+def test_a_key_file_is_read_only_as_far_as_a_key_can_go(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_text("k" * 10_000)
 
-    with pytest.raises(ConfigError, match=f"key file {path} is over 4096 characters"):
-        config.resolve({"api_key_file": path}, env_for(tmp_path))
+    with pytest.raises(ConfigError, match=f"key file {big} is over 4096 characters"):
+        config.resolve({"api_key_file": str(big)}, env_for(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory"])
+def test_a_key_file_that_is_not_a_file_is_refused_without_reading_it(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block until something writes
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = Path(kind)
+
+    with pytest.raises(ConfigError, match=f"key file {path} is not a regular file"):
+        config.resolve({"api_key_file": str(path)}, env_for(tmp_path))
 
 
 def test_a_ca_bundle_under_home_is_expanded_where_it_is_used(tmp_path: Path) -> None:

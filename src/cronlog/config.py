@@ -443,6 +443,9 @@ def _resolve_api_key(
 def _key_from_file(name: str, source: str) -> Value:
     path = os.path.expanduser(name)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # A FIFO would block the job's start until something writes to it.
+            raise ConfigError(f"{source}: key file {path} is not a regular file")
         with open(path, encoding="utf-8") as file:
             # A bounded read: a wrong path (/dev/zero, a log) must not eat memory.
             key = file.read(KEY_FILE_LIMIT + 1)
