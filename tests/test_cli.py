@@ -370,3 +370,16 @@ def test_test_post_refuses_what_the_dashboard_would_in_one_line(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert ingest_server.received == []
+
+
+def test_flush_warns_of_a_key_file_others_can_read(ingest_server, capsys, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o644)
+
+    status = run_cli(
+        ["flush", "--url", ingest_server.url, "--api-key-file", str(key_file)]
+    )
+
+    assert status == exits.OK
+    assert f"fix with: chmod 600 {key_file}" in capsys.readouterr().err

@@ -303,6 +303,8 @@ def flush_command(**values: Any) -> None:
     """
     _configure(values["verbose"])
     settings = config.resolve(_flags(values), os.environ)
+    for warning in settings.warnings:
+        _warn(warning)
     if settings.ingest_url is None:
         raise UsageError("no dashboard URL to deliver to: set --url or CRONLOG_URL")
 
@@ -446,6 +448,8 @@ def serve_command(
     """
     _configure(1)  # one INFO line a request
     settings = config.resolve({"api_key_file": api_key_file}, os.environ)
+    for warning in settings.warnings:
+        _warn(warning)
     location = db or delivery.store_in(jobs.state_dir_or_fail(settings))
     known = tasks.registry(settings.tasks)
 
