@@ -177,6 +177,24 @@ def test_it_understands_retry_after_as_an_http_date(reporter, report, clock):
 
 
 @respx.mock
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_retry_after_of_no_time_backs_off_instead(
+    reporter, report, clock, retry_after
+):
+    respx.post(URL).mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": retry_after}),
+            httpx.Response(429, headers={"Retry-After": retry_after}),
+            httpx.Response(200, json=ACCEPTED),
+        ]
+    )
+
+    reporter.send(report)
+
+    assert len(clock.slept) == 2 and all(pause > 0 for pause in clock.slept)
+
+
+@respx.mock
 def test_it_gives_up_at_once_when_retry_after_passes_the_deadline(reporter, report):
     route = respx.post(URL).mock(
         return_value=httpx.Response(503, headers={"Retry-After": "120"})

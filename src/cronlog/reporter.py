@@ -237,7 +237,9 @@ class Reporter:
         return headers
 
     def _pause(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
+        # A Retry-After of 0 or a date gone by (a skewed clock) would mean no pause at
+        # all: a burst of tries at a dashboard asking for time. Back off instead.
+        if retry_after:
             return retry_after
         return self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
 
