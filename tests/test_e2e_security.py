@@ -224,3 +224,13 @@ def test_bytes_that_are_not_utf8_in_arguments_still_give_a_report(
     assert body["notes"] == (
         "night \ufffd run\ncommand not found: /nonexistent/\ufffdcommand"
     )
+
+
+def test_a_command_naming_the_key_is_redacted_in_the_message_too(
+    dashboard, run_cronlog
+):
+    result = run_cronlog("run", "--task-id", "sync-price-grid", "--", f"./job-{KEY}")
+
+    assert result.returncode == 127
+    assert result.stderr == b"cronlog: command not found: ./job-[redacted]\n"
+    assert dashboard.bodies[0]["notes"] == "command not found: ./job-[redacted]"

@@ -125,7 +125,7 @@ def run_job(options: RunOptions, env: Mapping[str, str]) -> int:
             else:
                 if options.report_start:
                     _report_start(delivery, base)
-                finished = _run_command(options, env, state_dir, book)
+                finished = _run_command(options, env, state_dir, book, secrets)
         except _StoppedBeforeStart as stopped:
             finished = stopped.finished()
 
@@ -290,6 +290,7 @@ def _run_command(
     env: Mapping[str, str],
     state_dir: str | None,
     book: _Bookkeeping,
+    secrets: list[str],
 ) -> Finished:
     """Run the command; a curl command is judged by the HTTP status it got, too."""
     probe = _curl_probe(options.command, state_dir, env)
@@ -308,7 +309,10 @@ def _run_command(
 
     verdict = judge(outcome, options.timeout)
     if outcome.spawn_error:
-        log.warning(outcome.spawn_error)  # as a shell says it, so cron mail shows it
+        from cronlog.notes import redact
+
+        # As a shell says it, so cron mail shows it; the command may name the key.
+        log.warning(redact(outcome.spawn_error, secrets))
     ended_by_itself = outcome.returncode is not None and not (
         outcome.timed_out or outcome.forwarded_signal
     )
