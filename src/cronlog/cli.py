@@ -324,8 +324,9 @@ def flush_command(**values: Any) -> None:
         why = result.error or "another cronlog is delivering them"
         raise CronlogError(f"{_reports(result.remaining)} still waiting: {why}")
     if result.rejected:
+        kept = "it is" if result.rejected == 1 else "they are"
         raise CronlogError(
-            f"the dashboard refused {_reports(result.rejected)}; they are kept "
+            f"the dashboard refused {_reports(result.rejected)}; {kept} kept "
             "(cronlog outbox shows why) and cronlog flush --retry-rejected resends them"
         )
 
