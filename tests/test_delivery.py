@@ -225,14 +225,18 @@ def test_a_dashboard_that_refuses_releases_the_job_after_the_first_try(
     assert [e.run_id for e in outbox_of(state_dir).pending()] == [sending.run_id]
 
 
-def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
-    ingest_server, state_dir, tmp_path
-):
+@pytest.fixture
+def unpreparable(ingest_server, tmp_path) -> config.Settings:
+    """Settings whose CA bundle passed the check, then vanished: no reporter starts."""
     bundle = tmp_path / "removed-after-the-check.pem"
     bundle.write_text("not a certificate\n")
     settings = settings_for(ingest_server.url, ca_bundle=str(bundle))
     bundle.unlink()
-    sending = Delivery(settings, state_dir, dry_run=False)
+    return settings
+
+
+def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(unpreparable, state_dir):
+    sending = Delivery(unpreparable, state_dir, dry_run=False)
 
     sending.start()
     try:
@@ -244,13 +248,9 @@ def test_a_report_that_cannot_be_prepared_waits_in_the_outbox(
 
 
 def test_a_start_report_that_cannot_be_sent_is_not_put_in_the_local_store(
-    ingest_server, state_dir, tmp_path
+    unpreparable, state_dir
 ):
-    bundle = tmp_path / "removed-after-the-check.pem"
-    bundle.write_text("not a certificate\n")
-    settings = settings_for(ingest_server.url, ca_bundle=str(bundle))
-    bundle.unlink()
-    sending = Delivery(settings, state_dir, dry_run=False)
+    sending = Delivery(unpreparable, state_dir, dry_run=False)
 
     sending.start(running={**FIELDS, "status": "running"})
     sending.finish(FIELDS)
