@@ -333,6 +333,8 @@ def test_a_timeout_of_zero_sets_no_limit(dashboard, run_cronlog):
         b"[1, 2]",
         b"garbage",
         b'{"run_id": "r", "report": {"task_id": "sync-price-grid", "colour": "red"}}',
+        b'{"run_id": "r", "report": {"task_id": "sync-price-grid", "task_title": "S",'
+        b' "status": "failed", "started_at": 12345}}',
     ],
 )
 def test_a_damaged_run_marker_is_reported_unknown_and_stops_nothing(

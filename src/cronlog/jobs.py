@@ -34,7 +34,7 @@ log = logs.logger(__name__)
 # Several times NOTES_LIMIT, so that redaction sees the lines whole.
 OUTPUT_TAIL_BYTES = 64 * 1024
 HIDDEN_VARIABLES = ("CRONLOG_API_KEY",)  # cronlog's own key; the job's keys stay
-# What the end of a run imports (stop handlers, the notes), imported while it runs.
+# What the end of a run imports (signal names, the notes), imported while it runs.
 END_OF_RUN_MODULES = ("signal", "cronlog.notes")
 
 
@@ -233,10 +233,12 @@ class _Bookkeeping:
         if isinstance(kept, dict):
             try:
                 return payload.build(kept)
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, AttributeError):  # wrong values or types
                 log.warning("a lost run's kept report is damaged; reporting it unknown")
 
-        pid = record.get("pid") if isinstance(record.get("pid"), int) else "?"
+        pid = record.get("pid")
+        if not isinstance(pid, int):
+            pid = "?"
         fields = {
             **_given(self.base),
             "status": "failed",
@@ -424,25 +426,18 @@ def _report_start(delivery: Delivery, base: dict[str, Any]) -> None:
     Until the runner takes the stop signals over, one of them here would kill cronlog
     outright and leave the run as lost; it ends the wait instead, and is reported.
     """
-    import signal
-
     from cronlog import payload
 
     def stop(signum: int, frame: object) -> None:
         raise _StoppedBeforeStart(signum)
 
-    previous = {
-        signum: signal.signal(signum, stop)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        if signal.getsignal(signum) is not signal.SIG_IGN
-    }
+    previous = runner.catch_stop_signals(stop)
     try:
         running = {**_given(base), "status": "running", "started_at": _now()}
         delivery.start(running=payload.build(running))
         delivery.wait_for_start_report()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        runner.restore_signals(previous)
 
 
 def _check_line(options: RunOptions, title: str) -> None:
@@ -489,7 +484,6 @@ def _exit_on_stop_signals(exit_status: int) -> None:
 
     The finished run's report is already in its marker, so the next run delivers it.
     """
-    import signal
 
     def stop(signum: int, frame: object) -> None:
         name = _signal_name(signum)
@@ -499,9 +493,7 @@ def _exit_on_stop_signals(exit_status: int) -> None:
         _flush_standard_streams()
         os._exit(exit_status)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop)
+    runner.catch_stop_signals(stop)
 
 
 def _flush_standard_streams() -> None:

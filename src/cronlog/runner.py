@@ -46,9 +46,8 @@ else:
     # The C module itself: `signal` wraps it in enums, and importing enum costs 8 ms.
     import _signal as signal
 
-OUTPUT_GRACE_SECONDS = (
-    1.0  # how long a background process of the job may hold the pipes
-)
+# How long a background process of the job may hold the pipes after it exits.
+OUTPUT_GRACE_SECONDS = 1.0
 PUMP_STOP_SECONDS = 1.0  # how long the pump may take to notice it must stop
 READ_CHUNK = 64 * 1024  # 1 MiB reads cost more memory and more CPU for no speed
 PIPE_CAPACITY = 1024 * 1024  # Linux's default pipe-max-size for unprivileged users
@@ -179,7 +178,7 @@ def run(command: Command, on_started: Callable[[], None] | None = None) -> Outco
     SIGCHLD, which must have its default action for the child's status to be kept.
     """
     forwarder = _Forwarder()
-    previous_handlers = _catch_signals(forwarder.on_signal)
+    previous_handlers = catch_stop_signals(forwarder.on_signal)
     if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
         # Ignored, the kernel reaps the child at once and its exit status is lost.
         ignored = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -191,13 +190,12 @@ def run(command: Command, on_started: Callable[[], None] | None = None) -> Outco
         return _run(command, on_started, forwarder, tuple(previous_handlers))
     finally:
         sys.setswitchinterval(previous_interval)
-        for signum, handler in previous_handlers.items():
-            # None means a handler not set from Python, which cannot be put back.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        restore_signals(previous_handlers)
 
 
-def _catch_signals(handler: _Handler) -> dict[int, _Handler]:
-    """Catch the forwarded signals not ignored on entry; return their old handlers."""
+def catch_stop_signals(handler: _Handler) -> dict[int, _Handler]:
+    """Catch SIGTERM, SIGINT and SIGHUP where not ignored on entry; return their old
+    handlers, for `restore_signals`."""
     previous: dict[int, _Handler] = {}
     for signum in FORWARDED_SIGNALS:
         if signal.getsignal(signum) == signal.SIG_IGN:
@@ -208,6 +206,12 @@ def _catch_signals(handler: _Handler) -> dict[int, _Handler]:
         except ValueError:  # not the main thread, the only one Python runs handlers in
             break
     return previous
+
+
+def restore_signals(previous: dict[int, _Handler]) -> None:
+    for signum, handler in previous.items():
+        # None means a handler not set from Python, which cannot be put back.
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _run(
