@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -38,7 +37,7 @@ def app() -> None:
 
     \b
     A crontab line with cronlog:
-      * * * * * cronlog run --task-id tradein-auto-submit -- curl -sS -X POST https://tradezone.sg/api/tradein/auto-submit
+      */5 * * * * cronlog run --task-id tradein-email-retry -- /opt/jobs/email-retry.sh
 
     With no dashboard configured, runs are kept in a local store: `cronlog history`.
     """
@@ -350,7 +349,7 @@ def outbox_command(as_json: bool) -> None:
     _configure(0)
     settings = config.resolve({}, os.environ)
     state_dir = jobs.state_dir_or_fail(settings)
-    entries = listing(Path(state_dir), delivery.outbox_in(state_dir))
+    entries = listing(state_dir, delivery.outbox_in(state_dir))
 
     rows = [
         {

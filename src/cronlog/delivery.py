@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from cronlog import config
     from cronlog.outbox import FlushResult, Outbox
-    from cronlog.reporter import Report, Reporter
+    from cronlog.reporter import Report, Reporter, Target
 
 log = logs.logger(__name__)
 
@@ -65,13 +65,10 @@ def send_now(
             store.close()
         return {"success": True, "stored_in": state_dir, "data": row}
 
-    from cronlog.reporter import Reporter, Target
+    from cronlog.reporter import Reporter
 
-    target = Target(
-        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
-    )
     deadline = min(SEND_NOW_DEADLINE, settings.report_timeout.value)
-    with Reporter(target, deadline=deadline) as reporter:
+    with Reporter(_target(settings), deadline=deadline) as reporter:
         answer: dict[str, Any] | str = reporter.send(report).body
     return answer
 
@@ -82,23 +79,29 @@ def flush_outbox(
     """`cronlog flush`: the reports stopped cronlogs kept, then with `retry_rejected`
     those the dashboard refused, join the outbox, and all of it is delivered in order.
     Returns how many refused reports were queued again, and the flush's result."""
-    from pathlib import Path
-
     from cronlog.outbox import adopt_stopped_runs, flush
-    from cronlog.reporter import Reporter, Target
+    from cronlog.reporter import Reporter
 
-    assert settings.ingest_url is not None, "flush needs a dashboard"
     outbox = outbox_in(state_dir)
-    adopt_stopped_runs(Path(state_dir), outbox)
+    adopt_stopped_runs(state_dir, outbox)
     requeued = outbox.retry_rejected() if retry_rejected else 0
 
-    target = Target(
-        settings.ingest_url, settings.api_key.value, settings.ca_bundle.value
-    )
     timeout = settings.report_timeout.value
-    with Reporter(target, deadline=timeout) as reporter:
+    with Reporter(_target(settings), deadline=timeout) as reporter:
         result = flush(reporter, outbox, budget=None, per_report_deadline=timeout)
     return requeued, result
+
+
+def _target(settings: config.Settings) -> Target:
+    """Where reports go, and with what key and trust, as the settings say."""
+    from cronlog.reporter import Target
+
+    assert settings.ingest_url is not None, "reports need a dashboard"
+    return Target(
+        url=settings.ingest_url,
+        api_key=settings.api_key.value,
+        ca_bundle=settings.ca_bundle.value,
+    )
 
 
 def new_run_id() -> str:
@@ -215,13 +218,9 @@ class Delivery:
                 continue  # the import where it is needed will say what is wrong
 
     def _start_reporter(self) -> Reporter | None:
-        from cronlog.reporter import Reporter, Target
+        from cronlog.reporter import Reporter
 
-        target = Target(
-            url=str(self.settings.ingest_url),
-            api_key=self.settings.api_key.value,
-            ca_bundle=self.settings.ca_bundle.value,
-        )
+        target = _target(self.settings)
         reporter = Reporter(target, deadline=self.settings.report_timeout.value)
         try:
             reporter.warm_up()

@@ -224,14 +224,14 @@ class Outbox:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def kept_by_stopped_runs(state_dir: Path) -> list[Entry]:
+def kept_by_stopped_runs(state_dir: str) -> list[Entry]:
     """Finished reports still in the run markers (`inflight/`) of cronlogs stopped while
     delivering them, oldest first; `flush`, or the task's next run, sends them.
 
     Read in place: the markers are locked only while they are read, and one whose
     cronlog is alive (its lock held) is not listed.
     """
-    runs = locks.finished_reports(str(state_dir))
+    runs = locks.finished_reports(state_dir)
     try:
         entries = [
             Entry(
@@ -249,17 +249,17 @@ def kept_by_stopped_runs(state_dir: Path) -> list[Entry]:
     return sorted(entries, key=lambda entry: entry.queued_at)
 
 
-def adopt_stopped_runs(state_dir: Path, outbox: Outbox) -> int:
+def adopt_stopped_runs(state_dir: str, outbox: Outbox) -> int:
     """Move the finished reports that stopped cronlogs kept in their run markers into
     the outbox, so that a flush sends them in turn; returns how many."""
-    stopped = locks.finished_reports(str(state_dir))
+    stopped = locks.finished_reports(state_dir)
     for run in stopped:
         outbox.put(Report(run.run_id, run.record["report"]))
         run.resolve()
     return len(stopped)
 
 
-def listing(state_dir: Path, outbox: Outbox) -> list[tuple[str, Entry]]:
+def listing(state_dir: str, outbox: Outbox) -> list[tuple[str, Entry]]:
     """Everything waiting, as (state, entry): `waiting` or `unreadable` in the
     outbox, `kept` in a stopped run's marker, then `rejected`. Changes nothing."""
     entries = [("waiting" if e.readable else "unreadable", e) for e in outbox.waiting()]
