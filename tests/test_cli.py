@@ -23,6 +23,19 @@ def test_list_tasks_prints_aligned_columns_when_piped(capsys):
     assert "\x1b[" not in "".join(out)
 
 
+def test_list_tasks_prints_a_rich_table_on_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")  # one line a task, as on a wide terminal
+
+    status = run_cli(["list-tasks"])
+
+    out = capsys.readouterr().out
+    assert status == exits.OK
+    assert "\x1b[1m" in out  # rich's bold header: a terminal table, not plain text
+    for task_id in ("sync-price-grid", "tradein-auto-submit", "tradein-email-retry"):
+        assert task_id in out
+
+
 def test_list_tasks_json_has_every_field_scripts_need(capsys):
     run_cli(["list-tasks", "--json"])
 

@@ -105,6 +105,13 @@ def reporter(server):
         yield reporter
 
 
+def queue_corrupt(outbox: Outbox, content: bytes) -> Path:
+    """An outbox file named as the outbox names them, holding `content`."""
+    corrupt = outbox.directory / f"{time.time_ns():020d}-{uuid.uuid4()}.json"
+    corrupt.write_bytes(content)
+    return corrupt
+
+
 def queue(outbox: Outbox, count: int) -> list[str]:
     """Put `count` reports; return their run IDs in the order they were queued."""
     run_ids = []
@@ -159,8 +166,7 @@ def test_a_tmp_file_older_than_an_hour_is_removed_by_the_next_listing(outbox):
 
 def test_a_corrupt_file_is_moved_to_rejected_with_a_warning(outbox, caplog):
     good = queue(outbox, 1)
-    corrupt = outbox.directory / f"{time.time_ns():020d}-{uuid.uuid4()}.json"
-    corrupt.write_bytes(b"\x00\x00not json")
+    corrupt = queue_corrupt(outbox, b"\x00\x00not json")
 
     with caplog.at_level(logging.WARNING, logger="cronlog.outbox"):
         entries = outbox.pending()
@@ -176,8 +182,7 @@ def test_a_corrupt_file_is_moved_to_rejected_with_a_warning(outbox, caplog):
 
 def test_waiting_lists_a_corrupt_file_with_its_reason_and_leaves_it(outbox, caplog):
     good = queue(outbox, 1)
-    corrupt = outbox.directory / f"{time.time_ns():020d}-{uuid.uuid4()}.json"
-    corrupt.write_bytes(b'{"ru')
+    corrupt = queue_corrupt(outbox, b'{"ru')
 
     with caplog.at_level(logging.DEBUG, logger="cronlog"):
         entries = outbox.waiting()
